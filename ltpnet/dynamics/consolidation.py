@@ -1,0 +1,35 @@
+r"""Early-phase decay, tags, protein synthesis and the late phase (slow clock).
+
+The early change of a synapse is $e = \rho - \rho_{ref}$; its anchor follows the
+switch slowly, $\rho_{ref} \leftarrow \rho_{ref} + (\rho - \rho_{ref})(1 - e^{-dt_s/\tau_e})$,
+so early LTP/LTD fades over $\tau_e$ even while the switch stays latched.
+Tags: LTP tag $e > \theta_{tag}$, LTD tag $e < -\theta_{tag}$.
+Protein (per neuron): $dp/dt = -p/\tau_{deg} + (1 - p)/\tau_{syn}\cdot T$, with
+trigger $T = [\langle|e|\rangle_k > \theta_{pro}]$ and no synthesis under anisomycin.
+Late phase: $\tau_z dz/dt = z(1-z)(z-\kappa) + \gamma_z p\,(\text{tag}_+ - \text{tag}_-)$,
+clipped to [0, 1]. Efficacy read by the weight: $q = \max(z + e, 0)$.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+
+def efficacy(rho, rho_ref, z):
+    """Efficacy q = max(z + rho - rho_ref, 0) `(n_post, k)`."""
+    return jnp.maximum(z + rho - rho_ref, 0.0)
+
+
+def update_slow(rho, rho_ref, z, p, dt_s, tau_e, theta_tag, theta_pro, tau_p_syn,
+                tau_p_deg, tau_z, kappa, gamma_z, synth_ok):
+    """Advance rho_ref, z `(n_post, k)` and p `(n_post,)` by dt_s [ms]."""
+    e = rho - rho_ref
+    tag = (e > theta_tag).astype(rho.dtype) - (e < -theta_tag).astype(rho.dtype)
+    trig = (jnp.mean(jnp.abs(e), axis=1) > theta_pro) & synth_ok
+    rate = 1.0 / tau_p_deg + trig / tau_p_syn
+    p_inf = (trig / tau_p_syn) / rate
+    p = p_inf + (p - p_inf) * jnp.exp(-dt_s * rate)
+    dz = z * (1 - z) * (z - kappa) + gamma_z * p[:, None] * tag
+    z = jnp.clip(z + (dt_s / tau_z) * dz, 0.0, 1.0)
+    rho_ref = rho_ref + (rho - rho_ref) * (1 - jnp.exp(-dt_s / tau_e))
+    return rho_ref, z, p

@@ -1,0 +1,37 @@
+r"""Per-synapse calcium and the bistable efficacy switch.
+
+NMDA variant: $c \leftarrow c\,e^{-dt/\tau_{Ca}} + dt\,\alpha_N (1 - f_{APV})\,s_j\,
+B(v_i + b_i) + C_{bAP} y_i$.
+Linear (Graupner-Brunel) variant: $c \leftarrow c\,e^{-dt/\tau_{Ca}}
++ C_{pre} x_j(t - D) + C_{post} y_i$.
+Switch: $\rho \leftarrow \mathrm{clip}(\rho + \frac{dt}{\tau_\rho}[-\rho(1-\rho)(\rho^*-\rho)
++ \gamma_p(1-\rho)H(c-\theta_p) - \gamma_d\rho H(c-\theta_d)], 0, 1)$; with CaMKII
+T286A the cubic (the latch) is replaced by relaxation to the late state,
+$-\frac{dt}{\tau_{T286A}}(\rho - z)$.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+
+def calcium_nmda(c, s_syn, B, y, eCa, kN, C_bAP):
+    """NMDA/bAP calcium. `s_syn` `(n_post, k)`, `B` and `y` `(n_post,)`."""
+    return c * eCa + kN * s_syn * B[:, None] + C_bAP * y[:, None]
+
+
+def calcium_linear(c, x_syn, y, eCa, C_pre, C_post):
+    """Graupner-Brunel linear calcium; `x_syn` delayed input spikes `(n_post, k)`."""
+    return c * eCa + C_pre * x_syn + C_post * y[:, None]
+
+
+def update_rho(rho, c, kr, theta_d, theta_p, gamma_d, gamma_p, rho_star,
+               latch=True, relax_to=None, k_relax=0.0):
+    """One step of the efficacy switch; returns rho clipped to [0, 1]."""
+    drive = gamma_p * (1 - rho) * (c > theta_p) - gamma_d * rho * (c > theta_d)
+    if latch:
+        drive = drive - rho * (1 - rho) * (rho_star - rho)
+    new = rho + kr * drive
+    if relax_to is not None:
+        new = new - k_relax * (rho - relax_to)
+    return jnp.clip(new, 0.0, 1.0)

@@ -1,0 +1,224 @@
+"""The one place that owns the loop.
+
+`run_chunk` is the jit boundary: one chunk of `n_records * observe.every` steps as
+nested `lax.scan`s (record points > slow-clock blocks > fast steps). `run_batch` is
+the same, vmapped over trials and/or parameter sets. `simulate` is the Python loop
+over chunks: it builds each chunk's drive from the protocol, dispatches chunk i+1
+before pulling chunk i to the host, and hands every finished chunk to a callback
+(the HDF5 writer, a progress bar).
+
+Per-step random keys are `fold_in(key, step_idx)` with the global step index, so a
+run cut into chunks equals an unbroken run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .connectivity import Connectivity
+from .params import Params
+from .protocols import Protocol
+from .record import Observe, observe as _observe
+from .spec import ModelSpec
+from .state import State, build
+from .step import Drive, discretise, slow_step, step
+
+
+def _run_impl(spec: ModelSpec, obs: Observe, n_records: int, params: Params,
+              conn: Connectivity, state: State, drive: Drive, key, step0):
+    co = discretise(spec, params, conn)
+    slow = spec.slow_every
+    per_rec = obs.every // slow
+    n_sp, n_in = obs.spike_neurons, obs.input_neurons
+
+    def fast(st, xs):
+        d, idx = xs
+        st, (x, y) = step(spec, co, conn, st, d, jax.random.fold_in(key, idx), idx)
+        return st, (y[:n_sp], x[:n_in], jnp.sum(y, dtype=jnp.int32))
+
+    def slow_block(st, xs):
+        st, ys = jax.lax.scan(fast, st, xs)
+        return slow_step(spec, co, st, xs[1][-1]), ys
+
+    def record_block(st, xs):
+        st, ys = jax.lax.scan(slow_block, st, xs)
+        return st, (_observe(spec, obs, co, conn, st), ys)
+
+    n = n_records * obs.every
+    idx = (step0 + jnp.arange(n, dtype=jnp.int32)).reshape(n_records, per_rec, slow)
+    d = jax.tree_util.tree_map(
+        lambda a: jnp.asarray(a).reshape((n_records, per_rec, slow) + a.shape[1:]), drive)
+    state, (records, (ys, xs, counts)) = jax.lax.scan(record_block, state, (d, idx))
+    flat = lambda a: a.reshape((n,) + a.shape[3:])  # noqa: E731
+    return state, records, {"post": flat(ys), "input": flat(xs), "count": flat(counts)}
+
+
+run_chunk = jax.jit(_run_impl, static_argnums=(0, 1, 2), donate_argnums=(5,))
+run_chunk.__doc__ = """Run `n_records * obs.every` steps from global step `step0`.
+
+Args:
+    spec, obs, n_records: Static: the model, the recording plan, records per chunk.
+    params: Params (any leaf may carry per-neuron or per-synapse arrays).
+    conn: Connectivity.
+    state: State (donated: do not reuse the array you pass).
+    drive: Stacked Drive with leading axis `n_records * obs.every`.
+    key: Base PRNG key of the run.
+    step0: Global index of the first step (int32).
+
+Returns:
+    `(state, records, spikes)`: the final state, each recorded variable stacked along
+    a leading record axis, and spikes per step: `post` `(n, spike_neurons)` bool,
+    `input` `(n, input_neurons)` bool and `count` `(n,)` (post spikes of all neurons).
+"""
+
+
+def make_batch_runner(params_axes=None, drive_axis=None):
+    """`run_chunk` vmapped over a leading batch axis of state and key.
+
+    `params_axes` is an `in_axes` tree for Params (None: shared); `drive_axis` is 0 when
+    each batch member has its own drive. Returns a jitted function with the
+    signature of `run_chunk`.
+    """
+
+    def impl(spec, obs, n_records, params, conn, state, drive, key, step0):
+        f = lambda p, s, d, k: _run_impl(spec, obs, n_records, p, conn, s, d, k, step0)  # noqa: E731
+        return jax.vmap(f, in_axes=(params_axes, 0, drive_axis, 0))(params, state, drive, key)
+
+    return jax.jit(impl, static_argnums=(0, 1, 2), donate_argnums=(5,))
+
+
+run_batch = make_batch_runner()
+
+
+@dataclasses.dataclass
+class Result:
+    """What `simulate` returns (records concatenated on the host).
+
+    Attributes:
+        spec, params, conn, observe: What was run.
+        state: Final state.
+        t: `(n_records,)` record times [ms].
+        records: name -> array with a leading record axis.
+        post_spikes: `(n_steps, spike_neurons)` bool.
+        input_spikes: `(n_steps, input_neurons)` bool.
+        spike_count: `(n_steps,)` post spikes of all neurons per step.
+        wall_s: Wall-clock seconds (compile included).
+    """
+
+    spec: ModelSpec
+    params: Params
+    conn: Connectivity
+    observe: Observe
+    state: State
+    t: np.ndarray
+    records: dict
+    post_spikes: np.ndarray
+    input_spikes: np.ndarray
+    spike_count: np.ndarray
+    wall_s: float
+
+    def fepsp(self, pathway: str) -> np.ndarray:
+        """fEPSP-slope proxy of `pathway` over time, normalised to its first record."""
+        f = self.records["fepsp"][:, self.spec.pathway_index(pathway)]
+        return f / f[0]
+
+    def mean_rate(self) -> float:
+        """Mean post firing rate over the run [Hz]."""
+        T = len(self.spike_count) * self.spec.dt / 1000.0
+        return float(self.spike_count.sum() / (self.spec.n_post * T))
+
+
+def n_steps_for(spec: ModelSpec, duration_ms: float, every: int) -> int:
+    """Steps covering `duration_ms`, rounded up to a whole number of records."""
+    steps = int(math.ceil(round(duration_ms / spec.dt, 6)))
+    return int(math.ceil(steps / every) * every)
+
+
+def simulate(spec: ModelSpec, params: Params, duration_ms: float, *, seed: int = 0,
+             protocol: Protocol | None = None, observe: Observe | None = None,
+             records_per_chunk: int = 100, conn: Connectivity | None = None,
+             state: State | None = None, step0: int = 0,
+             on_chunk: Callable | None = None, checkpoint_every: int = 0,
+             keep: bool = True) -> Result:
+    """Build (unless given) and run a network for `duration_ms`.
+
+    Args:
+        spec: Static model description.
+        params: Parameters.
+        duration_ms: Biological time to simulate [ms] (rounded up to whole records).
+        seed: Seed of the network (numpy) and of the spike noise (JAX).
+        protocol: Stimulation protocol (default: none, spontaneous activity only).
+        observe: Recording plan (default: `Observe()`).
+        records_per_chunk: Records per compiled chunk (the host sees data per chunk).
+        conn, state: Start from these instead of building from `seed`.
+        step0: Global index of the first step (to continue a run).
+        on_chunk: Called as `on_chunk(step_end, records, spikes, state)` with host
+            arrays after each chunk, in order; `state` is the host state at
+            `step_end` on checkpoint chunks and None otherwise.
+        checkpoint_every: Pass the state to `on_chunk` every this many chunks (and
+            after the last); 0 = only after the last.
+        keep: Keep the records in memory and return them (False for very long runs
+            that stream everything through `on_chunk`).
+
+    Returns:
+        A `Result`.
+    """
+    spec.check()
+    params.check()
+    observe = (observe or Observe()).check(spec)
+    protocol = (protocol or Protocol()).check(spec)
+    if conn is None or state is None:
+        conn_b, state_b = build(spec, params, seed)
+        conn, state = conn or conn_b, state or state_b
+    conn = jax.tree_util.tree_map(jnp.asarray, conn)
+    key = jax.random.key(seed)
+    total = n_steps_for(spec, duration_ms, observe.every)
+    chunk = records_per_chunk * observe.every
+    t_wall = time.perf_counter()
+    recs, sp_post, sp_in, counts = [], [], [], []
+    pending = None
+    s, end, i_chunk = step0, step0 + total, 0
+
+    def deliver(p):
+        s_end, r, sp, st = jax.device_get(p)
+        if on_chunk is not None:
+            on_chunk(s_end, r, sp, st)
+        if keep:
+            recs.append(r)
+            sp_post.append(sp["post"])
+            sp_in.append(sp["input"])
+            counts.append(sp["count"])
+
+    while s < end:
+        n = min(chunk, end - s)
+        drive = protocol.drive(spec, s, n)
+        state, r, sp = run_chunk(spec, observe, n // observe.every, params, conn,
+                                 state, drive, key, jnp.int32(s))
+        s += n
+        i_chunk += 1
+        ckpt = s >= end or (checkpoint_every and i_chunk % checkpoint_every == 0)
+        # the state is donated to the next chunk: copy it out now if it is wanted
+        st = jax.device_get(state) if ckpt and on_chunk is not None else None
+        if pending is not None:
+            deliver(pending)  # chunk i-1 is pulled while chunk i runs
+        pending = (s, r, sp, st)
+    if pending is not None:
+        deliver(pending)
+    rec = {k: np.concatenate([r[k] for r in recs]) for k in observe.variables} if recs else {}
+    n_rec_total = total // observe.every
+    t = (step0 + (np.arange(n_rec_total) + 1) * observe.every) * spec.dt
+    return Result(
+        spec=spec, params=params, conn=conn, observe=observe, state=state, t=t,
+        records=rec,
+        post_spikes=np.concatenate(sp_post) if sp_post else np.zeros((0, 0), bool),
+        input_spikes=np.concatenate(sp_in) if sp_in else np.zeros((0, 0), bool),
+        spike_count=np.concatenate(counts) if counts else np.zeros(0, np.int32),
+        wall_s=time.perf_counter() - t_wall,
+    )

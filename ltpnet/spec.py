@@ -1,0 +1,137 @@
+"""ModelSpec: the static, hashable description of a network.
+
+Everything that sets array shapes, dtypes or which code paths exist lives here.
+`jit` takes the spec as a static argument, so changing a field recompiles; the
+numbers that may be fitted or swept live in `Params` instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+CALCIUM_MODELS = ("nmda", "linear")
+RHO_INITS = ("uniform", "bimodal")
+DTYPES = ("float32", "float64")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """Static description of one network.
+
+    Attributes:
+        n_post: CA1 pyramidal neurons.
+        k: Excitatory synapses per pyramidal neuron (fixed in-degree).
+        pathways: `((name, n_inputs), ...)`: the input (CA3) population split into
+            named pathways, laid out contiguously in this order. `n_pre` is the sum.
+        dt: Time step [ms].
+        dtype: Floating dtype of the state, `"float32"` or `"float64"`.
+        calcium: `"nmda"` (NMDA-receptor calcium gated by the Mg block of the
+            dendritic voltage, plus a bAP/VDCC jump) or `"linear"` (Graupner-Brunel
+            jumps C_pre after a presynaptic delay and C_post at post spikes).
+        ca_delay_steps: Presynaptic calcium delay D of the linear variant [steps].
+        phases: Early/late phases with tags, protein synthesis and consolidation.
+        homeostasis: Multiplicative synaptic scaling on.
+        nmda_current: NMDA conductance acts on the membrane (not only on calcium).
+        n_inh: Feed-forward inhibitory interneurons (0 = none).
+        k_inh: Input synapses per interneuron.
+        k_ie: Interneuron synapses per pyramidal neuron.
+        t286a: CaMKII T286A: the efficacy switch cannot latch.
+        slow_every: Slow variables (scaling factor, tags, protein, late phase,
+            early-phase decay) advance once every this many steps.
+        rho_init: Initial efficacy: `"uniform"` (rho ~ U(0,1), bench-v1) or
+            `"bimodal"` (a fraction `beta_down` of switches DOWN, the rest UP).
+        beta_down: Fraction of synapses initially DOWN for `"bimodal"`.
+        sort_synapses: Sort each neuron's inputs by presynaptic index.
+    """
+
+    n_post: int = 100
+    k: int = 100
+    pathways: tuple[tuple[str, int], ...] = (("S1", 100), ("S2", 100), ("bg", 800))
+    dt: float = 0.1
+    dtype: str = "float32"
+    calcium: str = "nmda"
+    ca_delay_steps: int = 0
+    phases: bool = True
+    homeostasis: bool = True
+    nmda_current: bool = False
+    n_inh: int = 0
+    k_inh: int = 0
+    k_ie: int = 0
+    t286a: bool = False
+    slow_every: int = 1
+    rho_init: str = "bimodal"
+    beta_down: float = 0.7
+    sort_synapses: bool = True
+
+    @property
+    def n_pre(self) -> int:
+        return sum(n for _, n in self.pathways)
+
+    @property
+    def n_syn(self) -> int:
+        return self.n_post * self.k
+
+    @property
+    def n_pathways(self) -> int:
+        return len(self.pathways)
+
+    @property
+    def pathway_names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.pathways)
+
+    def pathway_index(self, name: str) -> int:
+        """Index of the pathway called `name`; ValueError naming the choices."""
+        names = self.pathway_names
+        if name not in names:
+            raise ValueError(f"unknown pathway {name!r}; the pathways are {list(names)}")
+        return names.index(name)
+
+    def pathway_slice(self, name: str) -> slice:
+        """Input indices of pathway `name`."""
+        i = self.pathway_index(name)
+        start = sum(n for _, n in self.pathways[:i])
+        return slice(start, start + self.pathways[i][1])
+
+    def check(self) -> ModelSpec:
+        """Raise ValueError with the field, value and what is allowed; return self."""
+
+        def bad(field, value, allowed):
+            raise ValueError(f"ModelSpec.{field} must be {allowed}, got {field}={value!r}")
+
+        for name in ("n_post", "k", "slow_every"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                bad(name, v, "a positive integer")
+        for name in ("n_inh", "k_inh", "k_ie", "ca_delay_steps"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                bad(name, v, "a non-negative integer")
+        if not self.pathways:
+            bad("pathways", self.pathways, "a non-empty list of (name, n_inputs)")
+        names = [p[0] for p in self.pathways]
+        if len(set(names)) != len(names):
+            bad("pathways", names, "a list of distinct names")
+        for name, n in self.pathways:
+            if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+                bad("pathways", (name, n), "pairs (name, positive integer)")
+        if self.k > self.n_pre:
+            bad("k", self.k, f"at most n_pre={self.n_pre} (inputs are distinct)")
+        if self.n_inh:
+            if not 1 <= self.k_inh <= self.n_pre:
+                bad("k_inh", self.k_inh, f"in 1..n_pre={self.n_pre} when n_inh > 0")
+            if not 1 <= self.k_ie <= self.n_inh:
+                bad("k_ie", self.k_ie, f"in 1..n_inh={self.n_inh} when n_inh > 0")
+        if not (isinstance(self.dt, float | int) and self.dt > 0):
+            bad("dt", self.dt, "a positive time step in ms")
+        if self.dtype not in DTYPES:
+            bad("dtype", self.dtype, f"one of {list(DTYPES)}")
+        if self.calcium not in CALCIUM_MODELS:
+            bad("calcium", self.calcium, f"one of {list(CALCIUM_MODELS)}")
+        if self.rho_init not in RHO_INITS:
+            bad("rho_init", self.rho_init, f"one of {list(RHO_INITS)}")
+        if self.t286a and not self.phases:
+            bad("t286a", self.t286a, "False unless phases is on (T286A relaxes the switch "
+                "to the late state)")
+        if not 0.0 <= self.beta_down <= 1.0:
+            bad("beta_down", self.beta_down, "in [0, 1]")
+        return self
