@@ -95,6 +95,15 @@ def make_batch_runner(params_axes=None, drive_axis=None):
 
 
 run_batch = make_batch_runner()
+_BATCH_RUNNERS = {}
+
+
+def _batch_runner(params_axes):
+    flat = jax.tree_util.tree_flatten(params_axes, is_leaf=lambda x: x is None)
+    key = (flat[1], tuple(flat[0]))
+    if key not in _BATCH_RUNNERS:
+        _BATCH_RUNNERS[key] = make_batch_runner(params_axes)
+    return _BATCH_RUNNERS[key]
 
 
 @dataclasses.dataclass
@@ -125,14 +134,15 @@ class Result:
     wall_s: float
 
     def fepsp(self, pathway: str) -> np.ndarray:
-        """fEPSP-slope proxy of `pathway` over time, normalised to its first record."""
-        f = self.records["fepsp"][:, self.spec.pathway_index(pathway)]
-        return f / f[0]
+        """fEPSP-slope proxy of `pathway` over time (last axis), normalised to its first record."""
+        f = self.records["fepsp"][..., self.spec.pathway_index(pathway)]
+        return f / f[..., :1]
 
-    def mean_rate(self) -> float:
-        """Mean post firing rate over the run [Hz]."""
-        T = len(self.spike_count) * self.spec.dt / 1000.0
-        return float(self.spike_count.sum() / (self.spec.n_post * T))
+    def mean_rate(self):
+        """Mean post firing rate over the run [Hz] (one per member in a batch)."""
+        T = self.spike_count.shape[-1] * self.spec.dt / 1000.0
+        rate = self.spike_count.sum(axis=-1) / (self.spec.n_post * T)
+        return float(rate) if np.ndim(rate) == 0 else rate
 
 
 def n_steps_for(spec: ModelSpec, duration_ms: float, every: int) -> int:
@@ -146,7 +156,9 @@ def simulate(spec: ModelSpec, params: Params, duration_ms: float, *, seed: int =
              records_per_chunk: int = 100, conn: Connectivity | None = None,
              state: State | None = None, step0: int = 0,
              on_chunk: Callable | None = None, checkpoint_every: int = 0,
-             keep: bool = True) -> Result:
+             keep: bool = True, noise_seed: int | None = None,
+             batch: int | None = None, params_axes=None,
+             noise_seeds=None) -> Result:
     """Build (unless given) and run a network for `duration_ms`.
 
     Args:
@@ -166,6 +178,14 @@ def simulate(spec: ModelSpec, params: Params, duration_ms: float, *, seed: int =
             after the last); 0 = only after the last.
         keep: Keep the records in memory and return them (False for very long runs
             that stream everything through `on_chunk`).
+        noise_seed: Seed of the spike noise (default: `seed`); the network is drawn
+            from `seed`.
+        batch: Run `batch` members as one vmapped computation. They share the network
+            and initial state; records, spikes and the state get a leading batch axis.
+        params_axes: Params-shaped tree of 0 (leaf has a leading batch axis) or None
+            (shared); None = all shared.
+        noise_seeds: One noise seed per member (default: all `noise_seed`). Member b
+            equals a single run with the same params and `noise_seed=noise_seeds[b]`.
 
     Returns:
         A `Result`.
@@ -178,7 +198,19 @@ def simulate(spec: ModelSpec, params: Params, duration_ms: float, *, seed: int =
         conn_b, state_b = build(spec, params, seed)
         conn, state = conn or conn_b, state or state_b
     conn = jax.tree_util.tree_map(jnp.asarray, conn)
-    key = jax.random.key(seed)
+    noise_seed = seed if noise_seed is None else noise_seed
+    runner = run_chunk
+    if batch is None:
+        key = jax.random.key(noise_seed)
+    else:
+        noise_seeds = [noise_seed] * batch if noise_seeds is None else list(noise_seeds)
+        if len(noise_seeds) != batch:
+            raise ValueError(f"noise_seeds has {len(noise_seeds)} entries, expected batch={batch}")
+        key = jax.vmap(jax.random.key)(jnp.asarray(noise_seeds, jnp.uint32))
+        if state is None or jax.tree_util.tree_leaves(state)[0].shape[:1] != (batch,):
+            state = jax.tree_util.tree_map(
+                lambda a: jnp.array(jnp.broadcast_to(a, (batch,) + a.shape)), state)
+        runner = _batch_runner(params_axes)
     total = n_steps_for(spec, duration_ms, observe.every)
     chunk = records_per_chunk * observe.every
     t_wall = time.perf_counter()
@@ -199,8 +231,8 @@ def simulate(spec: ModelSpec, params: Params, duration_ms: float, *, seed: int =
     while s < end:
         n = min(chunk, end - s)
         drive = protocol.drive(spec, s, n)
-        state, r, sp = run_chunk(spec, observe, n // observe.every, params, conn,
-                                 state, drive, key, jnp.int32(s))
+        state, r, sp = runner(spec, observe, n // observe.every, params, conn,
+                              state, drive, key, jnp.int32(s))
         s += n
         i_chunk += 1
         ckpt = s >= end or (checkpoint_every and i_chunk % checkpoint_every == 0)
@@ -211,14 +243,16 @@ def simulate(spec: ModelSpec, params: Params, duration_ms: float, *, seed: int =
         pending = (s, r, sp, st)
     if pending is not None:
         deliver(pending)
-    rec = {k: np.concatenate([r[k] for r in recs]) for k in observe.variables} if recs else {}
+    ax = 0 if batch is None else 1
+    cat = lambda xs: np.concatenate(xs, axis=ax)  # noqa: E731
+    rec = {k: cat([r[k] for r in recs]) for k in observe.variables} if recs else {}
     n_rec_total = total // observe.every
     t = (step0 + (np.arange(n_rec_total) + 1) * observe.every) * spec.dt
     return Result(
         spec=spec, params=params, conn=conn, observe=observe, state=state, t=t,
         records=rec,
-        post_spikes=np.concatenate(sp_post) if sp_post else np.zeros((0, 0), bool),
-        input_spikes=np.concatenate(sp_in) if sp_in else np.zeros((0, 0), bool),
-        spike_count=np.concatenate(counts) if counts else np.zeros(0, np.int32),
+        post_spikes=cat(sp_post) if sp_post else np.zeros((0, 0), bool),
+        input_spikes=cat(sp_in) if sp_in else np.zeros((0, 0), bool),
+        spike_count=cat(counts) if counts else np.zeros(0, np.int32),
         wall_s=time.perf_counter() - t_wall,
     )
