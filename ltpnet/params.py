@@ -38,7 +38,7 @@ class NeuronParams:
 class InputParams:
     """CA3 input population: Poisson drive and NMDA gating."""
 
-    rate: float = 1.0  # spontaneous Poisson rate, scalar or one per pathway [Hz]
+    rate: float = 0.1  # spontaneous Poisson rate, scalar or one per pathway [Hz]
     tau_N: float = 50.0  # NMDA gating trace decay [ms]
 
 
@@ -60,12 +60,12 @@ class PlasticityParams:
 
     theta_d: float = 1.0  # depression threshold [1]
     theta_p: float = 1.3  # potentiation threshold [1]
-    gamma_d: float = 313.1  # depression rate [1, per tau_rho]
-    gamma_p: float = 1645.6  # potentiation rate [1, per tau_rho]
-    tau_rho: float = 688_400.0  # switch time constant [ms]
+    gamma_d: float = 30.0  # depression rate [1, per tau_rho]
+    gamma_p: float = 321.808  # potentiation rate [1, per tau_rho]
+    tau_rho: float = 150_000.0  # switch time constant [ms]
     rho_star: float = 0.5  # unstable point of the switch [1]
-    w_min: float = 0.0379  # weight of a DOWN synapse [g_leak]
-    w_max: float = 0.2  # weight of an UP synapse [g_leak]
+    w_min: float = 0.01515  # weight of a DOWN synapse [g_leak] (w_max / 5.28)
+    w_max: float = 0.08  # weight of an UP synapse [g_leak]
 
 
 @pytree_dataclass
