@@ -106,6 +106,14 @@ def _batch_runner(params_axes):
     return _BATCH_RUNNERS[key]
 
 
+def _member(params: Params, params_axes, b: int = 0) -> Params:
+    """Member `b` of batched params (leaves mapped in `params_axes` are indexed)."""
+    if params_axes is None:
+        return params
+    return jax.tree_util.tree_map(lambda ax, x: x if ax is None else np.asarray(x)[b],
+                                  params_axes, params, is_leaf=lambda x: x is None)
+
+
 @dataclasses.dataclass
 class Result:
     """What `simulate` returns (records concatenated on the host).
@@ -169,7 +177,9 @@ def simulate(spec: ModelSpec, params: Params, duration_ms: float, *, seed: int =
         protocol: Stimulation protocol (default: none, spontaneous activity only).
         observe: Recording plan (default: `Observe()`).
         records_per_chunk: Records per compiled chunk (the host sees data per chunk).
-        conn, state: Start from these instead of building from `seed`.
+        conn, state: Start from these instead of building from `seed` (with `batch`,
+            a given state must carry the leading batch axis; a built one is shared,
+            drawn with the first member's params).
         step0: Global index of the first step (to continue a run).
         on_chunk: Called as `on_chunk(step_end, records, spikes, state)` with host
             arrays after each chunk, in order; `state` is the host state at
@@ -194,8 +204,9 @@ def simulate(spec: ModelSpec, params: Params, duration_ms: float, *, seed: int =
     params.check()
     observe = (observe or Observe()).check(spec)
     protocol = (protocol or Protocol()).check(spec)
+    built = state is None
     if conn is None or state is None:
-        conn_b, state_b = build(spec, params, seed)
+        conn_b, state_b = build(spec, params if batch is None else _member(params, params_axes), seed)
         conn, state = conn or conn_b, state or state_b
     conn = jax.tree_util.tree_map(jnp.asarray, conn)
     noise_seed = seed if noise_seed is None else noise_seed
@@ -207,7 +218,7 @@ def simulate(spec: ModelSpec, params: Params, duration_ms: float, *, seed: int =
         if len(noise_seeds) != batch:
             raise ValueError(f"noise_seeds has {len(noise_seeds)} entries, expected batch={batch}")
         key = jax.vmap(jax.random.key)(jnp.asarray(noise_seeds, jnp.uint32))
-        if state is None or jax.tree_util.tree_leaves(state)[0].shape[:1] != (batch,):
+        if built:  # a given state must already carry the batch axis
             state = jax.tree_util.tree_map(
                 lambda a: jnp.array(jnp.broadcast_to(a, (batch,) + a.shape)), state)
         runner = _batch_runner(params_axes)
