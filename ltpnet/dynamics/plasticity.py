@@ -26,9 +26,18 @@ def calcium_linear(c, x_syn, y, eCa, C_pre, C_post):
 
 
 def update_rho(rho, c, kr, theta_d, theta_p, gamma_d, gamma_p, rho_star,
-               latch=True, relax_to=None, k_relax=0.0):
-    """One step of the efficacy switch; returns rho clipped to [0, 1]."""
-    drive = gamma_p * (1 - rho) * (c > theta_p) - gamma_d * rho * (c > theta_d)
+               latch=True, relax_to=None, k_relax=0.0, step_fn=None):
+    """One step of the efficacy switch; returns rho clipped to [0, 1].
+
+    `step_fn(c, theta)` replaces the hard gate `c > theta` (e.g. a smooth surrogate
+    from `ltpnet.surrogate` when gradients must reach the thresholds); None keeps
+    the hard gate.
+    """
+    if step_fn is None:
+        drive = gamma_p * (1 - rho) * (c > theta_p) - gamma_d * rho * (c > theta_d)
+    else:
+        drive = (gamma_p * (1 - rho) * step_fn(c, theta_p)
+                 - gamma_d * rho * step_fn(c, theta_d))
     if latch:
         drive = drive - rho * (1 - rho) * (rho_star - rho)
     new = rho + kr * drive

@@ -1,0 +1,400 @@
+r"""The single-synapse models that are fitted, and their population read-out.
+
+Both models turn a protocol into the total time the calcium of one synapse spends
+above the depression and potentiation thresholds, $t_d$ and $t_p$, and map those to a
+ratio after/before with the analytic transition probabilities of Graupner & Brunel
+(2012) (docs/fitting.md has the equations).
+
+* ``"linear"``: Graupner-Brunel calcium, a jump ``C_pre`` a delay ``D`` after each
+  presynaptic spike and ``C_post`` at each postsynaptic spike, decaying with
+  ``tau_Ca``. Between two jumps $c$ is a single exponential, so the time above a
+  threshold is exact (`ltpnet.surrogate.time_above_decay`); every spike of the
+  protocol is an event, so trains of any length are exact too.
+* ``"nmda"``: the NMDA/bAP calcium of ltpnet's network, $\dot c = -c/\tau_{Ca}
+  + \alpha_N s\,B(E_L + b) + C_{bAP}\sum\delta(t - t_{post})$, with the NMDA gating
+  trace $s$ (jump 1, decay $\tau_N$) and the bAP depolarisation $b$ (jump $A_{bAP}$,
+  decay $\tau_{bAP}$) on a membrane at rest. It is integrated on a grid over the first
+  ``transient_periods`` periods of a train and over the periodic steady state, which
+  stands for the remaining periods.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import jax.scipy.special as jsp
+
+from .. import surrogate
+from ..dynamics.neuron import mg_block
+from ..params import Params
+from .data import Batch
+
+MODELS = ("linear", "nmda")
+
+# Parameters without a Params counterpart live in the "extra" group:
+#   D      presynaptic calcium delay [ms]  (ModelSpec.ca_delay_steps * dt in a network)
+#   beta   fraction of synapses initially DOWN  (ModelSpec.beta_down)
+#   b      UP/DOWN weight ratio w1/w0  (plasticity.w_max / plasticity.w_min)
+#   sigma  noise amplitude of the switch (G&B); the network switch is noise-free
+
+
+@dataclasses.dataclass(frozen=True)
+class ParamInfo:
+    """A fittable parameter: its unit, its allowed range and the models that use it."""
+
+    unit: str
+    lo: float = 0.0  # smallest allowed value
+    hi: float = float("inf")  # largest allowed value
+    open_lo: bool = False  # lo itself not allowed
+    models: tuple[str, ...] = MODELS
+    doc: str = ""
+
+
+PARAMS: dict[str, ParamInfo] = {
+    "calcium.tau_Ca": ParamInfo("ms", open_lo=True, doc="calcium decay"),
+    "calcium.C_pre": ParamInfo("1", models=("linear",),
+                               doc="jump per presynaptic spike"),
+    "calcium.C_post": ParamInfo("1", models=("linear",),
+                                doc="jump per postsynaptic spike"),
+    "calcium.alpha_N": ParamInfo("1/s", models=("nmda",),
+                                 doc="NMDA calcium influx rate"),
+    "calcium.C_bAP": ParamInfo("1", models=("nmda",), doc="calcium jump per bAP"),
+    "calcium.Mg": ParamInfo("mM", models=("nmda",), doc="extracellular Mg2+"),
+    "input.tau_N": ParamInfo("ms", open_lo=True, models=("nmda",),
+                             doc="NMDA gating decay"),
+    "neuron.E_L": ParamInfo("mV", lo=-float("inf"), models=("nmda",),
+                            doc="resting potential"),
+    "neuron.A_bAP": ParamInfo("mV", models=("nmda",), doc="bAP depolarisation"),
+    "neuron.tau_bAP": ParamInfo("ms", open_lo=True, models=("nmda",), doc="bAP decay"),
+    "plasticity.theta_d": ParamInfo("1", open_lo=True, doc="depression threshold"),
+    "plasticity.theta_p": ParamInfo("1", open_lo=True, doc="potentiation threshold"),
+    "plasticity.gamma_d": ParamInfo("1", doc="depression rate (per tau_rho)"),
+    "plasticity.gamma_p": ParamInfo("1", doc="potentiation rate (per tau_rho)"),
+    "plasticity.tau_rho": ParamInfo("ms", open_lo=True, doc="switch time constant"),
+    "plasticity.rho_star": ParamInfo("1", hi=1.0, open_lo=True,
+                                     doc="unstable point of the switch"),
+    "extra.D": ParamInfo("ms", models=("linear",), doc="presynaptic calcium delay"),
+    "extra.beta": ParamInfo("1", hi=1.0, doc="fraction of synapses initially DOWN"),
+    "extra.b": ParamInfo("1", open_lo=True, doc="UP/DOWN weight ratio w1/w0"),
+    "extra.sigma": ParamInfo("1", doc="noise amplitude of the switch"),
+}
+
+# Graupner & Brunel (2012) parameter sets (SCIENCE.md section 1a), in ltpnet units (ms).
+_GB_KEYS = ("calcium.tau_Ca", "calcium.C_pre", "calcium.C_post", "plasticity.theta_d",
+            "plasticity.theta_p", "plasticity.gamma_d", "plasticity.gamma_p",
+            "extra.sigma", "plasticity.tau_rho", "extra.D", "extra.beta", "extra.b")
+_GB_SETS = {
+    "DP": (20.0, 1.0, 2.0, 1.0, 1.3, 200.0, 321.808, 2.8284, 150_000.0, 13.7, 0.5, 5.0),
+    "cortical_slices": (22.6936, 0.5617539, 1.23964, 1.0, 1.3, 331.909, 725.085, 3.3501,
+                        346_361.5, 4.6098, 0.5, 5.40988),
+    "hippocampal_slices": (48.8373, 1.0, 0.275865, 1.0, 1.3, 313.0965, 1645.59, 9.1844,
+                           688_355.0, 18.8008, 0.7, 5.28145),
+    "hippocampal_cultures": (11.9536, 0.58156, 1.76444, 1.0, 1.3, 61.141, 113.6545,
+                             2.5654, 33_759.6, 10.0, 0.5, 36.0263),
+}
+
+
+def _ltpnet_defaults() -> dict[str, float]:
+    """ltpnet's own defaults: `Params()` and `ModelSpec()` (extras), G&B's sigma."""
+    from ..spec import ModelSpec
+
+    p, spec = Params(), ModelSpec()
+    out = {}
+    for name in PARAMS:
+        group, key = name.split(".")
+        if group != "extra":
+            out[name] = float(getattr(getattr(p, group), key))
+    out.update({
+        "extra.D": float(spec.ca_delay_steps * spec.dt),
+        "extra.beta": float(spec.beta_down),
+        "extra.b": float(p.plasticity.w_max / p.plasticity.w_min),
+        "extra.sigma": 2.8284,  # G&B 2012 (2 sqrt 2, most of their sets)
+    })
+    return out
+
+
+def preset(name: str) -> dict[str, float]:
+    """All parameter values of preset `name` (see `PRESETS`)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; presets are {list(PRESETS)}")
+    base = _ltpnet_defaults()
+    if name != "ltpnet":
+        base.update(dict(zip(_GB_KEYS, _GB_SETS[name], strict=True)))
+        base["plasticity.rho_star"] = 0.5
+    return base
+
+
+PRESETS = ("ltpnet",) + tuple(_GB_SETS)
+
+
+def names_for(model: str) -> tuple[str, ...]:
+    """Parameters that the model uses, in registry order."""
+    return tuple(n for n, info in PARAMS.items() if model in info.models)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelOptions:
+    """Static choices of a model (they set array shapes; changing them recompiles).
+
+    Attributes:
+        model: ``"linear"`` or ``"nmda"``.
+        max_pairs: Pairs per train of the longest condition (``"linear"``: 2 events
+            per pair).
+        grid: Grid points per period (``"nmda"``).
+        window_ms: Longest stretch of a period that is integrated (``"nmda"``); calcium
+            is assumed below threshold and NMDA influx negligible after it.
+        transient_periods: Periods of a train integrated one by one before the
+            periodic steady state takes over (``"nmda"``).
+    """
+
+    model: str = "linear"
+    max_pairs: int = 1
+    grid: int = 512
+    window_ms: float = 500.0
+    transient_periods: int = 16
+
+
+# ---------------------------------------------------------------------------
+# linear (Graupner-Brunel) calcium: exact, event by event
+
+
+def _linear_times(v, cond, opts: ModelOptions, temperature):
+    """(t_d, t_p) of one condition [ms], summed over all trains."""
+    N = opts.max_pairs
+    P, dt, has_post = cond["period_ms"], cond["dt_ms"], cond["has_post"]
+    f = P.dtype
+    n = cond["n_pairs"]
+    off = jnp.maximum(0.0, -dt)  # the earlier spike of the first pair at t = 0
+    a = off + v["extra.D"]  # presynaptic calcium jumps at k P + a
+    b = jnp.where(has_post, off + dt, a)  # postsynaptic ones at k P + b
+    k = jnp.arange(N)
+    kf = k.astype(f)
+    valid = k < n
+    # merge the two arithmetic sequences without sorting: pre jump k comes after the
+    # m_k post jumps j < k + (a - b)/P, and post jump j after the pre jumps with
+    # m_k <= j (one rounding decides both, so the positions are a permutation);
+    # padding goes after every real event
+    nf = n.astype(f)
+    m = jnp.where(valid, jnp.clip(jnp.ceil(kf + (a - b) / P), 0.0, nf), nf + 1.0)
+    n_pre_before = jnp.searchsorted(m, kf, side="right")
+    pos_pre = jnp.where(valid, k + m.astype(k.dtype), n + k)
+    pos_post = jnp.where(valid, k + n_pre_before, N + k)
+    # an event at k P + phase is kept as (k, phase): gaps between events are then
+    # (k' - k) P + (phase' - phase), accurate however long the train (absolute times
+    # of a 15 min protocol would have ~0.1 ms resolution in float32)
+    last = n - 1
+    k_pre, k_post = jnp.where(valid, k, last), jnp.where(valid, k, last)
+    ph_pre = jnp.where(valid, a, jnp.maximum(a, b))
+    ph_post = jnp.where(valid, b, jnp.maximum(a, b))
+    kk = jnp.zeros(2 * N, k.dtype).at[pos_pre].set(k_pre).at[pos_post].set(k_post)
+    ph = jnp.zeros(2 * N, f).at[pos_pre].set(ph_pre).at[pos_post].set(ph_post)
+    amp_post = jnp.where(has_post, v["calcium.C_post"], 0.0)
+    amp_pre = jnp.where(valid, v["calcium.C_pre"], 0.0)
+    amp = (jnp.zeros(2 * N, f).at[pos_pre].set(amp_pre)
+           .at[pos_post].set(jnp.where(valid, amp_post, 0.0)))
+    tau = v["calcium.tau_Ca"]
+    gaps = jnp.diff(kk).astype(f) * P + jnp.diff(ph)
+    decay = jnp.exp(-gaps / tau)
+
+    def jump(c, x):  # calcium just after each event
+        c = c * x[0] + x[1]
+        return c, c
+
+    c0 = amp[0]
+    _, c_rest = jax.lax.scan(jump, c0, (decay, amp[1:]))
+    c = jnp.concatenate([c0[None], c_rest])
+    # the tail after the last event is unbounded (the next train starts from rest)
+    length = jnp.concatenate([gaps, jnp.full((1,), 1e9, f)])
+
+    def above(theta):
+        return jnp.sum(surrogate.time_above_decay(c, theta, tau, length, temperature))
+
+    n_tr = cond["n_trains"]
+    return n_tr * above(v["plasticity.theta_d"]), n_tr * above(v["plasticity.theta_p"])
+
+
+# ---------------------------------------------------------------------------
+# NMDA/bAP calcium: a grid over one period, transient periods, then steady state
+
+
+def _spike_sum(phi, at, tau, P, geo, now, strict=False):
+    """Sum of exp(-(t - t_spike)/tau) at phases `phi` of a period.
+
+    `now`: this period's spike at phase `at` counts; `geo` weighs the earlier ones
+    ((1 - r^k)/(1 - r) after k periods, r = exp(-P/tau)); `strict`: left limits.
+    """
+    after = (phi > at) if strict else (phi >= at)
+    cur = jnp.where(after & now, jnp.exp(-jnp.maximum(phi - at, 0.0) / tau), 0.0)
+    return cur + geo * jnp.exp(-(phi - at + P) / tau)
+
+
+def _linear_recurrence(decay, inc):
+    """x_m = x_{m-1} decay_m + inc_m along the last axis (x_{-1} = 0), by `lax.scan`
+    (it compiles far faster than an associative scan and runs as fast here)."""
+    def step(x, di):
+        x = x * di[0] + di[1]
+        return x, x
+
+    x0 = jnp.zeros(inc.shape[:-1], inc.dtype)
+    xs_in = (jnp.moveaxis(decay, -1, 0), jnp.moveaxis(inc, -1, 0))
+    _, xs = jax.lax.scan(step, x0, xs_in)
+    return jnp.moveaxis(xs, 0, -1)
+
+
+def _nmda_times(v, cond, opts: ModelOptions, temperature):
+    """(t_d, t_p) of one condition [ms], summed over all trains."""
+    M, K = opts.grid, opts.transient_periods
+    P, dt, has_post = cond["period_ms"], cond["dt_ms"], cond["has_post"]
+    f = P.dtype
+    W = jnp.minimum(P, opts.window_ms)
+    # nodes: the first spike of a pair sits at phase 0, the second at d = |dt|
+    d = jnp.where(has_post, jnp.abs(dt), 0.0)
+    m1 = M // 4
+    phi = jnp.concatenate([jnp.linspace(0.0, 1.0, m1 + 1, dtype=f)[:-1] * d,
+                           d + jnp.linspace(0.0, 1.0, M - m1 + 1, dtype=f) * (W - d)])
+    a_pre = jnp.where(dt < 0, d, 0.0)
+    a_post = jnp.where(dt < 0, 0.0, d)
+    n = cond["n_pairs"].astype(f)
+    k = jnp.arange(K + 1, dtype=f)[:, None]  # rows 0..K-1: periods; row K: steady state
+    steady = k == K
+    tau_ca, tau_n, tau_b = v["calcium.tau_Ca"], v["input.tau_N"], v["neuron.tau_bAP"]
+    A_b = jnp.where(has_post, v["neuron.A_bAP"], 0.0)
+    C_b = jnp.where(has_post, v["calcium.C_bAP"], 0.0)
+    gain = v["calcium.alpha_N"] / 1000.0
+
+    def geo(tau, count):  # (1 - r^count)/(1 - r), r = exp(-P/tau); 1/(1 - r) if steady
+        one_minus_r = -jnp.expm1(-P / tau)
+        return jnp.where(steady, 1.0, -jnp.expm1(-count * P / tau)) / one_minus_r
+
+    def influx(x, g_n, g_b, now, strict):
+        s = _spike_sum(x, a_pre, tau_n, P, g_n, now, strict)
+        bap = A_b * _spike_sum(x, a_post, tau_b, P, g_b, now, strict)
+        return gain * s * mg_block(v["neuron.E_L"] + bap, v["calcium.Mg"])
+
+    def nmda_calcium(x, g_n, g_b, now):
+        # exponential integrator with trapezoidal influx, right limits after spikes
+        f_right = influx(x, g_n, g_b, now, False)
+        f_left = influx(x, g_n, g_b, now, True)
+        h = jnp.diff(x, axis=-1)
+        e = jnp.exp(-h / tau_ca)
+        inc = 0.5 * h * (f_right[..., :-1] * e + f_left[..., 1:])
+        shape = jnp.broadcast_shapes(inc.shape, e.shape)
+        decay = jnp.concatenate([jnp.zeros(shape[:-1] + (1,), f),
+                                 jnp.broadcast_to(e, shape)], axis=-1)
+        inc = jnp.concatenate([jnp.zeros(shape[:-1] + (1,), f),
+                               jnp.broadcast_to(inc, shape)], axis=-1)
+        return _linear_recurrence(decay, inc)
+
+    def dwell(x):  # trapezoidal time weight of each node
+        h = jnp.diff(x)
+        z = jnp.zeros((1,), f)
+        return 0.5 * (jnp.concatenate([z, h]) + jnp.concatenate([h, z]))
+
+    # periods of the train
+    g_n, g_b, g_c = geo(tau_n, k), geo(tau_b, k), geo(tau_ca, k)
+    row = phi[None, :]
+    J = nmda_calcium(row, g_n, g_b, True)
+    eP = jnp.exp(-P / tau_ca)
+    carry_out = J[:, -1] * jnp.exp(-(P - W) / tau_ca)
+
+    def chain(c0, x):
+        return c0 * eP + x, c0
+
+    c_end, c_start = jax.lax.scan(chain, jnp.zeros((), f), carry_out[:K])
+    c_ss = carry_out[K] / -jnp.expm1(-P / tau_ca)
+    c = (jnp.concatenate([c_start, c_ss[None]])[:, None] * jnp.exp(-row / tau_ca) + J
+         + C_b * _spike_sum(row, a_post, tau_ca, P, g_c, True))
+    weight = jnp.where(steady[:, 0], jnp.maximum(n - K, 0.0), (k[:, 0] < n) * 1.0)
+    w_phi = dwell(phi)
+    # the tail after the last period: no new spikes
+    x = jnp.linspace(0.0, opts.window_ms, M + 1, dtype=f)
+    starts = jnp.concatenate([c_start, c_end[None]])
+    c0_tail = jnp.where(n > K, c_ss, starts[jnp.minimum(n, K).astype(jnp.int32)])
+
+    def geo_n(tau):  # the n spikes of the train, all in the past
+        return -jnp.expm1(-n * P / tau) / -jnp.expm1(-P / tau)
+
+    J_tail = nmda_calcium(x, geo_n(tau_n), geo_n(tau_b), False)
+    c_tail = (c0_tail * jnp.exp(-x / tau_ca) + J_tail
+              + C_b * _spike_sum(x, a_post, tau_ca, P, geo_n(tau_ca), False))
+    w_tail = dwell(x)
+
+    def above(theta):
+        g = surrogate.threshold_gate(c, theta, temperature)
+        g_tail = surrogate.threshold_gate(c_tail, theta, temperature)
+        return jnp.sum(weight * (g @ w_phi)) + g_tail @ w_tail
+
+    n_tr = cond["n_trains"]
+    return n_tr * above(v["plasticity.theta_d"]), n_tr * above(v["plasticity.theta_p"])
+
+
+# ---------------------------------------------------------------------------
+# population read-out
+
+
+def transition_probabilities(v, t_d, t_p):
+    r"""Probabilities (U, D) that a DOWN synapse ends UP and an UP one ends DOWN.
+
+    Graupner & Brunel (2012): with $G = (\gamma_p t_p + \gamma_d t_d)/\tau$,
+    $\bar\rho = \gamma_p t_p/(\gamma_p t_p + \gamma_d t_d)$ and $\sigma_\rho^2 =
+    \sigma^2 (t_p + t_d)/(\gamma_p t_p + \gamma_d t_d)$, a synapse that starts at
+    $\rho_0$ ends above $\rho^*$ with probability $\frac12[1 + \mathrm{erf}(x)]$,
+    $x = (\bar\rho + (\rho_0 - \bar\rho)e^{-G} - \rho^*)
+    /\sqrt{\sigma_\rho^2(1 - e^{-2G})}$.
+    """
+    gp, gd = v["plasticity.gamma_p"], v["plasticity.gamma_d"]
+    rate = gp * t_p + gd * t_d
+    # without time above threshold nothing changes; keep that branch free of 0/0
+    active = rate > 1e-9
+    safe = jnp.where(active, rate, 1.0)
+    rho_bar = gp * t_p / safe
+    var = v["extra.sigma"] ** 2 * (t_p + t_d) / safe
+    G = safe / v["plasticity.tau_rho"]
+    spread = jnp.sqrt(jnp.maximum(var * -jnp.expm1(-2.0 * G), 0.0) + 1e-20)
+    decay = jnp.exp(-G)
+    rs = v["plasticity.rho_star"]
+    x0 = (rho_bar + (0.0 - rho_bar) * decay - rs) / spread
+    x1 = (rho_bar + (1.0 - rho_bar) * decay - rs) / spread
+    U = jnp.where(active, 0.5 * (1.0 + jsp.erf(x0)), 0.0)
+    D = jnp.where(active, 0.5 * (1.0 - jsp.erf(x1)), 0.0)
+    return U, D
+
+
+def population_ratio(v, U, D):
+    """Ratio after/before of a population with a fraction beta DOWN and w1/w0 = b."""
+    beta, b = v["extra.beta"], v["extra.b"]
+    down_after = beta * (1.0 - U) + (1.0 - beta) * D
+    up_after = beta * U + (1.0 - beta) * (1.0 - D)
+    return (down_after + up_after * b) / (beta + (1.0 - beta) * b)
+
+
+def batch_arrays(b: Batch, dtype=None) -> dict:
+    """The per-condition arrays of a Batch, as JAX arrays of the default float dtype."""
+    f = dtype or jnp.result_type(float)
+    return {
+        "dt_ms": jnp.asarray(b.dt_ms, f), "has_post": jnp.asarray(b.has_post),
+        "period_ms": jnp.asarray(b.period_ms, f), "n_pairs": jnp.asarray(b.n_pairs),
+        "n_trains": jnp.asarray(b.n_trains, f),
+    }
+
+
+def times_above(v: dict, conds: dict, opts: ModelOptions, temperature=0.0):
+    """(t_d, t_p) `(n_conditions,)` [ms]: total time above theta_d and theta_p."""
+    fn = _linear_times if opts.model == "linear" else _nmda_times
+    return jax.vmap(lambda c: fn(v, c, opts, temperature))(conds)
+
+
+def predict(v: dict, conds: dict, opts: ModelOptions, temperature=0.0):
+    """Predicted ratio after/before `(n_conditions,)` for parameter values `v`.
+
+    Args:
+        v: Parameter name -> scalar (every name of `names_for(opts.model)`).
+        conds: Output of `batch_arrays`.
+        opts: Static model options.
+        temperature: Surrogate temperature; 0 (a Python number) is the hard threshold.
+    """
+    t_d, t_p = times_above(v, conds, opts, temperature)
+    U, D = transition_probabilities(v, t_d, t_p)
+    return population_ratio(v, U, D)

@@ -1,0 +1,455 @@
+"""Fitting plasticity data: data files, surrogates, the single-synapse models against
+brute-force simulations, gradients against finite differences, bounds, a small
+recovery through `ltpnet fit`, the fit.json schema and its use by `ltpnet run`."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy.signal import lfilter
+
+from ltpnet import surrogate
+from ltpnet.dynamics import plasticity
+from ltpnet.dynamics.neuron import mg_block
+from ltpnet.fit import (
+    Condition,
+    DataError,
+    FitConfigError,
+    Free,
+    fit_command,
+    load_csv,
+    load_params,
+    predict_values,
+    preset,
+    write_csv,
+)
+from ltpnet.fit.data import batch
+from ltpnet.fit.model import ModelOptions, batch_arrays, names_for, times_above
+from ltpnet.fit.optimize import make_loss
+from ltpnet.fit.transform import make_space
+from ltpnet.params import GROUPS, Params
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+HEADER = "dt_ms,pair_freq_hz,pairs_per_train,n_trains,train_interval_s,ratio,sem\n"
+
+
+# ------------------------------------------------------------------ data files
+
+def test_bi_poo_csv_has_the_45_digitised_points():
+    rows = load_csv("bi_poo_1998.csv")
+    assert len(rows) == 45
+    dt = np.array([r.dt_ms for r in rows])
+    pct = 100 * (np.array([r.ratio for r in rows]) - 1)
+    # first, a middle and the last point of SCIENCE.md section 2b
+    for d, p in [(-102.3, -1.3), (-2.4, 75.2), (5.0, 100.2), (57.7, -9.5), (95.8, 4.3)]:
+        i = int(np.argmin(np.abs(dt - d) + np.abs(pct - p)))
+        assert dt[i] == pytest.approx(d) and pct[i] == pytest.approx(p, abs=0.05)
+    assert all(r.pair_freq_hz == 1.0 and r.pairs_per_train == 60 and r.n_trains == 1
+               for r in rows)
+    assert all(r.sem > 0 for r in rows)
+    # the binned table of section 2b is the mean of these points
+    ltp = pct[(dt > 0) & (dt <= 10)]
+    assert len(ltp) == 14 and ltp.mean() == pytest.approx(52.4, abs=0.1)
+
+
+def test_binned_and_frequency_files():
+    b = load_csv("bi_poo_1998_binned.csv")
+    assert len(b) == 8
+    assert [round(100 * (r.ratio - 1), 1) for r in b] == pytest.approx(
+        [-4.3, -10.9, -16.7, -4.7, 52.4, 38.9, 12.7, 0.9], abs=0.11)
+    assert [r.sem for r in b] == pytest.approx(
+        [0.023, 0.029, 0.055, 0.118, 0.082, 0.041, 0.045, 0.044], abs=1.1e-3)
+    f = load_csv("dudek_bear_1992.csv")
+    assert [r.pair_freq_hz for r in f] == [0.5, 1, 3, 5, 10, 50]
+    assert all(r.dt_ms is None and r.pairs_per_train == 900 for r in f)
+
+
+@pytest.mark.parametrize("row, message", [
+    ("5,1,60,1,,1.2,0", "'sem' must be a standard error > 0"),
+    ("5,1,60,1,,-1,0.1", "'ratio' must be a ratio"),
+    ("1500,1,60,1,,1.2,0.1", "'dt_ms' must be shorter in magnitude than the pair"),
+    ("5,1,60.5,1,,1.2,0.1", "'pairs_per_train' must be an integer"),
+    ("5,0,60,1,,1.2,0.1", "'pair_freq_hz' must be a frequency > 0"),
+    ("5,10,5,3,0.2,1.2,0.1", "'train_interval_s' must be longer than one train"),
+    ("5,abc,60,1,,1.2,0.1", "'pair_freq_hz' must be a number"),
+    ("5,1,60,1,,1.2", "6 fields, the header has 7"),
+])
+def test_csv_validation_names_line_column_and_rule(tmp_path, row, message):
+    p = tmp_path / "d.csv"
+    p.write_text("# a comment\n" + HEADER + "5,1,60,1,,1.2,0.1\n" + row + "\n")
+    with pytest.raises(DataError, match="d.csv:4") as e:
+        load_csv(p)
+    assert message in str(e.value)
+
+
+def test_csv_missing_column_and_round_trip(tmp_path):
+    p = tmp_path / "bad.csv"
+    p.write_text("dt_ms,pair_freq_hz,ratio,sem\n5,1,1.2,0.1\n")
+    with pytest.raises(DataError, match=r"missing column\(s\) \['pairs_per_train'"):
+        load_csv(p)
+    with pytest.raises(DataError, match="not found"):
+        load_csv(tmp_path / "nope.csv")
+    conds = [Condition(None, 50.0, 900, ratio=1.1, sem=0.05),
+             Condition(-10.0, 20.0, 5, 15, 10.0, ratio=0.8, sem=0.04)]
+    write_csv(tmp_path / "rt.csv", conds, "made by a test")
+    back = load_csv(tmp_path / "rt.csv")
+    assert [dataclasses.replace(c, source="") for c in back] == conds
+
+
+# ------------------------------------------------------------------ surrogates
+
+def test_time_above_decay_is_exact_and_the_surrogate_integrates_the_gate():
+    c0, theta, tau, L = 2.3, 1.3, 20.0, 15.0
+    s = np.linspace(0.0, L, 2_000_001)
+    c = c0 * np.exp(-s / tau)
+    hard = float(surrogate.time_above_decay(c0, theta, tau, L, 0.0))
+    assert hard == pytest.approx(np.mean(c > theta) * L, abs=1e-4)
+    assert hard == pytest.approx(tau * math.log(c0 / theta))
+    for temp in (0.3, 0.05):
+        gate = np.asarray(surrogate.threshold_gate(jnp.asarray(c), theta, temp))
+        soft = float(surrogate.time_above_decay(c0, theta, tau, L, temp))
+        assert soft == pytest.approx(np.trapezoid(gate, s), rel=1e-5)
+    # interval shorter than the time above threshold, and calcium below it
+    assert float(surrogate.time_above_decay(c0, theta, tau, 3.0, 0.0)) == 3.0
+    assert float(surrogate.time_above_decay(0.5, theta, tau, 30.0, 0.0)) == 0.0
+    assert float(surrogate.time_above_decay(c0, theta, tau, L, 1e-4)) == pytest.approx(
+        hard, rel=1e-3)
+    t = surrogate.anneal(0.3, 0.02, 5)
+    assert t[0] == 0.3 and t[-1] == pytest.approx(0.02) and np.all(np.diff(t) < 0)
+
+
+def test_update_rho_default_gate_is_unchanged_and_accepts_a_surrogate():
+    rng = np.random.default_rng(0)
+    rho = jnp.asarray(rng.random((4, 7)), jnp.float32)
+    c = jnp.asarray(rng.uniform(0, 2.5, (4, 7)), jnp.float32)
+    args = (rho, c, 0.01, 1.0, 1.3, 200.0, 321.8, 0.5)
+    ref = jnp.clip(rho + 0.01 * (321.8 * (1 - rho) * (c > 1.3) - 200.0 * rho * (c > 1.0)
+                                 - rho * (1 - rho) * (0.5 - rho)), 0.0, 1.0)
+    np.testing.assert_array_equal(plasticity.update_rho(*args), ref)
+    np.testing.assert_array_equal(
+        plasticity.update_rho(*args, step_fn=surrogate.threshold_gate), ref)
+    soft = plasticity.update_rho(
+        *args, step_fn=lambda x, th: surrogate.threshold_gate(x, th, 0.05))
+    assert np.all(np.isfinite(soft)) and not np.array_equal(soft, ref)
+    g = jax.grad(lambda th: jnp.sum(plasticity.update_rho(
+        rho, c, 0.01, 1.0, th, 200.0, 321.8, 0.5,
+        step_fn=lambda x, t: surrogate.threshold_gate(x, t, 0.05))))(1.3)
+    assert float(g) < 0  # a higher theta_p means less potentiation
+
+
+# ------------------------------------------------------------------ models
+
+def _linear_brute(v, c: Condition, dt=0.0005):
+    """Calcium of the linear model summed on a fine grid: (t_d, t_p) in ms."""
+    n, P, D = c.pairs_per_train, c.period_ms, v["extra.D"]
+    off = max(0.0, -(c.dt_ms or 0.0))
+    t_ev = [(k * P + off + D, v["calcium.C_pre"]) for k in range(n)]
+    if c.dt_ms is not None:
+        t_ev += [(k * P + off + c.dt_ms, v["calcium.C_post"]) for k in range(n)]
+    t = np.arange(0.0, n * P + D + 400.0, dt)
+    ca = np.zeros_like(t)
+    for te, a in t_ev:
+        m = t >= te
+        ca[m] += a * np.exp(-(t[m] - te) / v["calcium.tau_Ca"])
+    return tuple(c.n_trains * dt * np.sum(ca > v[f"plasticity.theta_{x}"])
+                 for x in "dp")
+
+
+def _times(model, v, conds, **opts):
+    o = ModelOptions(model, max_pairs=max(c.pairs_per_train for c in conds), **opts)
+    vv = {k: jnp.asarray(v[k]) for k in names_for(model)}
+    f = jax.jit(lambda a, b: times_above(a, b, o, 0.0))
+    td, tp = f(vv, batch_arrays(batch(conds)))
+    return np.asarray(td), np.asarray(tp)
+
+
+def test_linear_model_matches_event_sums_incl_interleaved_events():
+    v = preset("DP")
+    v["extra.D"] = 25.0  # longer than the 20 ms period: pre and post jumps interleave
+    conds = [Condition(10.0, 50.0, 5, 3, 10.0), Condition(-12.0, 50.0, 6),
+             Condition(None, 50.0, 8), Condition(3.0, 1.0, 3)]
+    td, tp = _times("linear", v, conds)
+    for c, a, b in zip(conds, td, tp, strict=True):
+        bd, bp = _linear_brute(v, c)
+        assert a == pytest.approx(bd, abs=0.01) and b == pytest.approx(bp, abs=0.01), c
+
+
+@pytest.mark.parametrize("model", ["linear", "nmda"])
+def test_long_protocols_are_accurate_in_float32(model):
+    """900 pairs at 0.5 Hz (30 min) in float32: pairs this far apart do not interact,
+    so the times above threshold are 900 times those of a single pair."""
+    v = preset("DP" if model == "linear" else "ltpnet")
+    if model == "nmda":
+        v.update({"plasticity.theta_d": 0.8, "plasticity.theta_p": 1.6})
+    td, tp = _times(model, v, [Condition(6.0, 0.5, 900), Condition(6.0, 0.5, 1)],
+                    grid=256)
+    assert td[1] > 0 and tp[1] > 0
+    np.testing.assert_allclose([td[0], tp[0]], [900 * td[1], 900 * tp[1]], rtol=2e-4)
+
+
+def test_linear_model_reproduces_the_reference_stdp_window():
+    """SCIENCE.md section 1a: DP set, 60 pairs at 1 Hz (a 20 us-grid computation)."""
+    dts = [-100, -50, -30, -20, -10, 0, 10, 20, 30, 50, 100]
+    ref = [0.991, 0.904, 0.775, 0.765, 0.881, 1.008, 1.221, 1.172, 1.124, 1.056, 1.006]
+    got = predict_values("linear", preset("DP"),
+                         [Condition(float(d), 1.0, 60) for d in dts])
+    np.testing.assert_allclose(got, ref, atol=2e-3)
+
+
+def _nmda_brute(v, c: Condition, dt=0.01, tail=400.0):
+    """Engine-style Euler recurrence on a fine grid: (t_d, t_p) in ms."""
+    n, P = c.pairs_per_train, c.period_ms
+    off = max(0.0, -(c.dt_ms or 0.0))
+    t = np.arange(0.0, n * P + tail, dt)
+
+    def trace(times, tau):
+        out = np.zeros_like(t)
+        for te in times:
+            m = t >= te
+            out[m] += np.exp(-(t[m] - te) / tau)
+        return out
+
+    pre = [k * P + off for k in range(n)]
+    post = [k * P + off + c.dt_ms for k in range(n)] if c.dt_ms is not None else []
+    s = trace(pre, v["input.tau_N"])
+    bap = v["neuron.A_bAP"] * trace(post, v["neuron.tau_bAP"])
+    drive = dt * v["calcium.alpha_N"] / 1000.0 * s * np.asarray(
+        mg_block(v["neuron.E_L"] + bap, v["calcium.Mg"]))
+    ca = lfilter([1.0], [1.0, -math.exp(-dt / v["calcium.tau_Ca"])], drive)
+    ca += v["calcium.C_bAP"] * trace(post, v["calcium.tau_Ca"])
+    return tuple(c.n_trains * dt * np.sum(ca > v[f"plasticity.theta_{x}"])
+                 for x in "dp")
+
+
+def test_nmda_model_matches_a_fine_grid_simulation():
+    v = preset("ltpnet")
+    v.update({"plasticity.theta_d": 0.8, "plasticity.theta_p": 1.6})
+    conds = [Condition(10.0, 20.0, 5, 3, 10.0), Condition(-10.0, 50.0, 5),
+             Condition(None, 50.0, 40), Condition(5.0, 1.0, 3)]
+    td, tp = _times("nmda", v, conds, grid=512, transient_periods=16)
+    for c, a, b in zip(conds, td, tp, strict=True):
+        bd, bp = _nmda_brute(v, c)
+        assert bd > 0 and bp > 0, "each protocol must cross both thresholds"
+        assert a == pytest.approx(bd, rel=0.03, abs=1.0), c
+        assert b == pytest.approx(bp, rel=0.03, abs=1.0), c
+
+
+# ------------------------------------------------------------------ gradients
+
+GRAD_CONDS = [Condition(-20.0, 1.0, 60, ratio=0.8, sem=0.1),
+              Condition(7.0, 1.0, 60, ratio=1.4, sem=0.1),
+              Condition(-10.0, 20.0, 5, 10, 10.0, ratio=0.9, sem=0.05),
+              Condition(10.0, 40.0, 5, 10, 10.0, ratio=1.3, sem=0.05),
+              Condition(None, 80.0, 50, ratio=1.1, sem=0.05)]
+
+
+@pytest.mark.parametrize("model, temperature, free", [
+    ("linear", 0.05, ["calcium.tau_Ca", "calcium.C_pre", "calcium.C_post",
+                      "plasticity.theta_p", "plasticity.gamma_d", "plasticity.gamma_p",
+                      "extra.D", "extra.sigma", "extra.beta", "extra.b"]),
+    ("linear", 0.0, ["calcium.tau_Ca", "calcium.C_post", "plasticity.theta_d",
+                     "plasticity.theta_p", "extra.D"]),
+    ("nmda", 0.05, ["calcium.alpha_N", "calcium.tau_Ca", "calcium.C_bAP",
+                    "input.tau_N", "neuron.A_bAP", "plasticity.theta_d",
+                    "plasticity.theta_p", "plasticity.gamma_p"]),
+])
+def test_gradients_match_central_finite_differences_in_float64(model, temperature,
+                                                                free):
+    base = preset("hippocampal_cultures" if model == "linear" else "ltpnet")
+    if model == "nmda":
+        base.update({"plasticity.theta_d": 0.8, "plasticity.theta_p": 1.6})
+    base = {k: base[k] for k in names_for(model)}
+    spec = {n: Free(base[n] * 1.07, base[n] * 0.3 + 0.01, base[n] * 3 + 1.0)
+            for n in free}
+    if "extra.beta" in free:
+        spec["extra.beta"] = Free(0.45, 0.05, 0.95)
+    if "plasticity.theta_d" in free:
+        spec["plasticity.theta_d"] = Free(0.9, 0.3, 1.2)
+    with jax.enable_x64(True):
+        space, u0 = make_space(model, spec, base)
+        opts = ModelOptions(model, max_pairs=60, grid=128, transient_periods=6)
+        b = batch(GRAD_CONDS)
+        loss, _ = make_loss(space, batch_arrays(b), jnp.asarray(b.ratio),
+                            jnp.asarray(b.sem), opts)
+        f = jax.jit(lambda u: loss(u, temperature))
+        u = jnp.asarray(u0)
+        g = np.asarray(jax.jit(jax.grad(lambda u: loss(u, temperature)))(u))
+        assert np.all(g != 0), "every free parameter must move the loss"
+        h = 1e-6
+        fd = np.array([(f(u.at[i].add(h)) - f(u.at[i].add(-h))) / (2 * h)
+                       for i in range(len(u))])
+    np.testing.assert_allclose(g, fd, rtol=1e-4, atol=1e-6 * np.abs(g).max())
+
+
+# ------------------------------------------------------------------ parameter space
+
+def test_bounds_and_threshold_order_hold_by_construction():
+    base = {k: v for k, v in preset("DP").items() if k in names_for("linear")}
+    space, _ = make_space("linear", {
+        "plasticity.theta_d": Free(1.0, 0.5, 2.0),
+        "plasticity.theta_p": Free(1.5, 0.6, 3.0),  # overlaps theta_d's range
+        "calcium.tau_Ca": Free(20.0, 5.0, 60.0),
+        "extra.D": Free(5.0, 0.0, 20.0, "linear"),
+    }, base)
+    u = jnp.asarray(np.random.default_rng(1).normal(0, 8, (2000, 4)))
+    v = jax.vmap(space.values)(u)
+    td, tp = np.asarray(v["plasticity.theta_d"]), np.asarray(v["plasticity.theta_p"])
+    assert np.all(tp > td) and np.all(tp <= 3.0)
+    assert np.all(td >= 0.5) and np.all(td <= 2.0)
+    assert np.all((v["calcium.tau_Ca"] >= 5.0) & (v["calcium.tau_Ca"] <= 60.0))
+    assert np.all((v["extra.D"] >= 0.0) & (v["extra.D"] <= 20.0))
+    # theta_d free, theta_p fixed: theta_d stays below it
+    space2, _ = make_space("linear", {"plasticity.theta_d": Free(1.0, 0.5, 5.0)}, base)
+    td2 = jax.vmap(space2.values)(u[:, :1])["plasticity.theta_d"]
+    assert np.all(td2 < base["plasticity.theta_p"])
+    # the inverse map
+    u1 = jnp.asarray([0.3, -0.5, 0.8, 0.1])
+    vals = {k: float(x) for k, x in space.values(u1).items()}
+    np.testing.assert_allclose(space.to_u(vals), u1, rtol=1e-4)
+
+
+@pytest.mark.parametrize("free, message", [
+    ({"calcium.alpha_N": Free(1.0, 0.5, 2.0)}, "not a parameter of the 'linear' model"),
+    ({"calcium.tau_Ca": Free(100.0, 5.0, 60.0)}, "init=100 must lie strictly inside"),
+    ({"calcium.tau_Ca": Free(20.0, 0.0, 60.0)}, "leave the allowed range"),
+    ({"extra.D": Free(5.0, 0.0, 20.0, "log")}, "scale='log' needs a lower bound > 0"),
+    ({"plasticity.theta_p": Free(1.5, 1.1, 0.9)}, "lo < hi"),
+    ({"plasticity.theta_d": Free(1.0, 0.5, 2.0),
+      "plasticity.theta_p": Free(1.5, 1.2, 1.8)}, "must exceed the upper bound of"),
+    ({"plasticity.theta_p": Free(1.5, 1.2, 0.9 + 0.05)}, "lo < hi"),
+    ({"plasticity.theta_p": {"init": 1.5}}, "missing bounds"),
+    ({"plasticity.theta_p": {"init": 1.5, "bounds": [1.1, 2], "step": 1}},
+     "unknown key"),
+])
+def test_bad_free_specs_are_rejected(free, message):
+    base = {k: v for k, v in preset("DP").items() if k in names_for("linear")}
+    with pytest.raises(FitConfigError, match=r"\[free\]") as e:
+        make_space("linear", free, base)
+    assert message in str(e.value)
+
+
+# ------------------------------------------------------------------ fit end to end
+
+TRUTH = "cortical_slices"
+RECOVER = {"calcium.C_post": (1.25, 0.1, 5.0), "plasticity.theta_p": (1.3, 1.05, 5.0),
+           "plasticity.gamma_p": (0.7, 10.0, 1e4)}
+
+
+def _design():
+    S = lambda d, n=60: Condition(float(d), 1.0, n)  # noqa: E731
+    R = lambda d, f: Condition(float(d), f, 5, 15, 10.0)  # noqa: E731
+    return [S(-10), S(-5), S(5), S(20), R(10, 40.0), R(-5, 20.0), R(-10, 50.0),
+            R(-5, 50.0), Condition(10.0, 40.0, 100)]
+
+
+@pytest.fixture(scope="module")
+def small_fit(tmp_path_factory):
+    """A noise-free recovery run through `fit_command` (shared by several tests)."""
+    d = tmp_path_factory.mktemp("fit")
+    truth = preset(TRUTH)
+    design = _design()
+    y = predict_values("linear", truth, design)
+    write_csv(d / "synthetic.csv", [dataclasses.replace(c, ratio=float(r), sem=0.03)
+                                    for c, r in zip(design, y, strict=True)])
+    lines = ['[model]', 'calcium = "linear"', f'preset = "{TRUTH}"', '',
+             '[data]', 'files = ["synthetic.csv"]', '', '[free]']
+    for name, (scale, lo, hi) in RECOVER.items():
+        init = truth[name] * (1.35 if name != "plasticity.gamma_p" else scale)
+        lines.append(f'"{name}" = {{ init = {init!r}, bounds = [{lo}, {hi}] }}')
+    lines += ['', '[optimizer]', 'name = "adam"', 'learning_rate = 0.05', '',
+              '[fit]', 'steps = 200', 'restarts = 2', 'log_every = 50']
+    (d / "fit.toml").write_text("\n".join(lines) + "\n")
+    rc = fit_command(str(d / "fit.toml"), str(d / "out"), [])
+    assert rc == 0
+    return d, json.loads((d / "out" / "fit.json").read_text())
+
+
+def test_recovery_of_known_parameters(small_fit):
+    _, doc = small_fit
+    truth = preset(TRUTH)
+    for name in RECOVER:
+        assert doc["params"][name] == pytest.approx(truth[name], rel=0.03), name
+        start = doc["restarts"][0]["init"][name]
+        assert abs(start / truth[name] - 1) >= 0.3
+    assert doc["loss"] < 0.05
+
+
+def test_fit_json_schema_and_bounds(small_fit):
+    d, doc = small_fit
+    assert (d / "out" / "fit.png").stat().st_size > 10_000
+    for key in ("params", "extra", "free", "bounds", "units", "loss", "loss_surrogate",
+                "chi2", "conditions", "history", "restarts", "best_restart", "model"):
+        assert key in doc, key
+    for name in doc["params"]:
+        group, leaf = name.split(".")
+        assert hasattr(GROUPS[group](), leaf), name
+    assert set(doc["extra"]) == {"D", "beta", "b", "sigma"}
+    assert doc["units"]["calcium.tau_Ca"] == "ms"
+    assert len(doc["conditions"]) == 9
+    for c in doc["conditions"]:
+        assert {"ratio", "sem", "predicted", "chi2", "dt_ms", "pair_freq_hz"} <= set(c)
+    assert doc["chi2"]["total"] == pytest.approx(
+        sum(c["chi2"] for c in doc["conditions"]), rel=1e-6)
+    assert doc["chi2"]["per_point"] == pytest.approx(doc["loss"], rel=1e-4)
+    h = doc["history"]
+    assert len(h["loss"]) == 200 and h["hard_step"] == [50, 100, 150, 200]
+    for r in doc["restarts"]:
+        for name, (lo, hi) in doc["bounds"].items():
+            assert lo < r["final"][name] < hi
+
+
+def test_fit_json_loads_into_params_and_a_network_config(small_fit):
+    d, doc = small_fit
+    p = load_params(d / "out" / "fit.json")
+    fitted = doc["params"]
+    assert float(p.plasticity.theta_p) == pytest.approx(fitted["plasticity.theta_p"])
+    assert float(p.calcium.C_post) == pytest.approx(doc["params"]["calcium.C_post"])
+    tau_rho = preset(TRUTH)["plasticity.tau_rho"]
+    assert float(p.plasticity.tau_rho) == pytest.approx(tau_rho)
+    assert float(p.neuron.tau_m) == float(Params().neuron.tau_m)
+    from ltpnet.config import load_config
+
+    cfg = load_config(CONFIGS / "default.toml", params_file=d / "out" / "fit.json")
+    assert float(cfg.params.plasticity.theta_p) == pytest.approx(
+        doc["params"]["plasticity.theta_p"])
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["optimizer.name=adamm"], "[optimizer] name must be an optax optimiser"),
+    (["optimizer.learning_rat=0.1"], "[optimizer] optax.adam has no argument"),
+    (["fit.steps=0"], "[fit] steps must be an integer >= 1, got steps=0"),
+    (["fit.temperature=[0.01, 0.3]"], "[fit] temperature must be [start, end]"),
+    (["fit.stpes=3"], "[fit] unknown key 'stpes'"),
+    (["model.calcium=ca"], "[model] calcium must be one of ['linear', 'nmda']"),
+    (["model.calcium=nmda"], "preset='cortical_slices' is a Graupner-Brunel"),
+    (["modle.calcium=nmda"], "unknown table [modle]"),
+    (['data.files=["missing.csv"]'], "data file 'missing.csv' not found"),
+    (["free.calcium.alpha_N={init=1.0, bounds=[0.5, 2.0]}"],
+     "[free] 'calcium.alpha_N' is not a parameter of the 'linear' model"),
+    (["free.plasticity.theta_p.init=9.0"], "[free] plasticity.theta_p: init=9"),
+    (["fixed.calcium.tau_Ca=-3"], "[fixed]"),
+    (["fit.steps"], "must look like table.key=value"),
+])
+def test_bad_configs_exit_2_and_write_nothing(small_fit, tmp_path, capsys, overrides,
+                                              message):
+    d, _ = small_fit
+    out = tmp_path / "never"
+    assert fit_command(str(d / "fit.toml"), str(out), overrides) == 2
+    err = capsys.readouterr().err
+    assert message in err, err
+    assert not out.exists()
+
+
+def test_shipped_configs_are_valid():
+    from ltpnet.fit import load_config
+
+    for path in sorted((CONFIGS / "fit").glob("*.toml")):
+        cfg = load_config(path)
+        assert cfg.conditions and cfg.free, path
