@@ -62,6 +62,9 @@ class Observe:
         if self.every % spec.slow_every:
             raise ValueError(f"Observe.every={self.every} must be a multiple of "
                              f"slow_every={spec.slow_every}")
+        if self.every % spec.syn_block:
+            raise ValueError(f"Observe.every={self.every} must be a multiple of "
+                             f"syn_block={spec.syn_block}")
         for v in self.variables:
             if v not in VARIABLES:
                 raise ValueError(f"unknown record variable {v!r}; choose from {list(VARIABLES)}")
@@ -89,6 +92,8 @@ class Observe:
 
 def pathway_sums(spec: ModelSpec, w, syn_pathway) -> jnp.ndarray:
     """`(n_pathways,)` summed weight of the synapses of each pathway (fEPSP proxy)."""
+    if spec.n_pathways == 1:  # every synapse: no pathway labels to read
+        return jnp.sum(w)[None]
     return jnp.stack([jnp.sum(jnp.where(syn_pathway == i, w, 0.0))
                       for i in range(spec.n_pathways)])
 

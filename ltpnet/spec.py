@@ -12,6 +12,10 @@ import dataclasses
 CALCIUM_MODELS = ("nmda", "linear")
 RHO_INITS = ("uniform", "bimodal")
 DTYPES = ("float32", "float64")
+RNGS = ("threefry", "hash")
+AMPA_MODES = ("dense", "event")
+DRIFT_MODES = ("step", "block")
+SYN_DTYPES = ("float32", "bfloat16")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +46,31 @@ class ModelSpec:
             `"bimodal"` (a fraction `beta_down` of switches DOWN, the rest UP).
         beta_down: Fraction of synapses initially DOWN for `"bimodal"`.
         sort_synapses: Sort each neuron's inputs by presynaptic index.
+        rng: Random numbers of the Poisson inputs: `"threefry"` (`jax.random`, the
+            default) or `"hash"` (a keyed counter-based integer hash of (step, input):
+            the same Bernoulli law, a different stream, about ten times cheaper).
+        fused: Run the fused engine (`ltpnet.fused`): neurons advance step by step,
+            and every synapse's calcium and efficacy advance in one pass over packed
+            (c, rho) state per block of `syn_block` steps. Same equations; needs
+            `calcium="nmda"`, `nmda_current=False`, `t286a=False`.
+        syn_block: Steps per synapse pass of the fused engine. 1 is the step order
+            of docs/model.md exactly; with T > 1 the AMPA weights of a block read rho
+            from the start of the block (a lag of at most T - 1 steps) and each
+            synapse is read and written once per T steps.
+        rho_drift: When the fused engine applies the cubic drift of the switch:
+            `"step"` (every step, as in docs/model.md) or `"block"` (once per block,
+            over T*dt, on the rho reached at the end of the block).
+        ampa: AMPA input `sum_k w_ik x_pre(i,k)`: `"dense"` (over every synapse) or
+            `"event"` (fused engine only: only the synapses of inputs that spiked,
+            through a pre-major index; the same sum, added in another order).
+        syn_dtype: How the fused engine stores each synapse's calcium and efficacy
+            between blocks: `"float32"` (8 bytes, as computed) or `"bfloat16"` (4
+            bytes, both rounded stochastically once per block: unbiased, and the
+            error of a value is at most one bfloat16 unit, 2^-8 relative).
+            Arithmetic is float32 either way; bfloat16 needs `dtype="float32"`.
+        spike_batch: Input spikes handled per pass by the event-driven AMPA input of
+            a block (more spikes take more passes); 0 chooses
+            syn_block * (n_pre // 1500) + 8, sized for inputs firing at a few Hz.
     """
 
     n_post: int = 100
@@ -62,6 +91,13 @@ class ModelSpec:
     rho_init: str = "bimodal"
     beta_down: float = 0.7
     sort_synapses: bool = True
+    rng: str = "threefry"
+    fused: bool = False
+    syn_block: int = 1
+    rho_drift: str = "step"
+    ampa: str = "dense"
+    syn_dtype: str = "float32"
+    spike_batch: int = 0
 
     @property
     def n_pre(self) -> int:
@@ -98,11 +134,13 @@ class ModelSpec:
         def bad(field, value, allowed):
             raise ValueError(f"ModelSpec.{field} must be {allowed}, got {field}={value!r}")
 
-        for name in ("n_post", "k", "slow_every"):
+        for name in ("n_post", "k", "slow_every", "syn_block"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 bad(name, v, "a positive integer")
-        for name in ("n_inh", "k_inh", "k_ie", "ca_delay_steps"):
+        if self.syn_block > 32:
+            bad("syn_block", self.syn_block, "at most 32 (a bit per step in a uint32)")
+        for name in ("n_inh", "k_inh", "k_ie", "ca_delay_steps", "spike_batch"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
                 bad(name, v, "a non-negative integer")
@@ -134,4 +172,37 @@ class ModelSpec:
                 "to the late state)")
         if not 0.0 <= self.beta_down <= 1.0:
             bad("beta_down", self.beta_down, "in [0, 1]")
+        if self.rng not in RNGS:
+            bad("rng", self.rng, f"one of {list(RNGS)}")
+        if self.ampa not in AMPA_MODES:
+            bad("ampa", self.ampa, f"one of {list(AMPA_MODES)}")
+        if self.rho_drift not in DRIFT_MODES:
+            bad("rho_drift", self.rho_drift, f"one of {list(DRIFT_MODES)}")
+        if self.syn_dtype not in SYN_DTYPES:
+            bad("syn_dtype", self.syn_dtype, f"one of {list(SYN_DTYPES)}")
+        if not isinstance(self.fused, bool):
+            bad("fused", self.fused, "true or false")
+        if not self.fused:
+            for name, default in (("syn_block", 1), ("rho_drift", "step"),
+                                  ("ampa", "dense"), ("syn_dtype", "float32")):
+                if getattr(self, name) != default:
+                    bad(name, getattr(self, name), f"{default!r} unless fused is on")
+            return self
+        if self.calcium != "nmda":
+            bad("calcium", self.calcium, "'nmda' when fused is on")
+        if self.nmda_current:
+            bad("nmda_current", self.nmda_current, "False when fused is on")
+        if self.t286a:
+            bad("t286a", self.t286a, "False when fused is on")
+        if self.syn_dtype == "bfloat16" and self.dtype != "float32":
+            bad("syn_dtype", self.syn_dtype, "'float32' unless dtype is 'float32'")
+        if self.phases and self.slow_every % self.syn_block:
+            bad("slow_every", self.slow_every,
+                f"a multiple of syn_block={self.syn_block} when fused and phases are "
+                "on (the synaptic slow step ends a block)")
         return self
+
+    @property
+    def spikes_per_batch(self) -> int:
+        """Spiking inputs per pass of the event-driven AMPA input."""
+        return self.spike_batch or self.syn_block * (self.n_pre // 1500) + 8

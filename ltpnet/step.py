@@ -126,7 +126,9 @@ def step(spec: ModelSpec, co: Coeffs, conn: Connectivity, state: State,
         conn: Connectivity.
         state: State at the start of the step.
         drive: External drive of this step (unstacked).
-        key: PRNG key of this step (`fold_in(base_key, step_idx)`).
+        key: PRNG key of this step (`fold_in(base_key, step_idx)`); with
+            `spec.rng == "hash"` the run's base key (the step index selects the
+            numbers).
         step_idx: Global index of this step (int32 scalar).
 
     Returns:
@@ -139,8 +141,7 @@ def step(spec: ModelSpec, co: Coeffs, conn: Connectivity, state: State,
     pre_idx = conn.pre_idx
 
     # 1. input spikes (TTX silences them)
-    x = synapse.input_spikes(key, co.p_in, drive.pulses, conn.pre_pathway, drive.raster)
-    x = x & ~ttx
+    x = input_spikes(spec, co, conn, drive, key, step_idx) & ~ttx
     x_hist = pre.x_hist
     if spec.calcium == "linear" and spec.ca_delay_steps > 0:
         slot = step_idx % spec.ca_delay_steps
@@ -158,28 +159,8 @@ def step(spec: ModelSpec, co: Coeffs, conn: Connectivity, state: State,
     if spec.nmda_current:
         gN = p.neuron.g_NMDA * synapse.summed_input(w, s_syn)
         current_extra = gN * neuron.mg_block(post.v, p.calcium.Mg) * (p.neuron.E_E - post.v)
-    inh = state.inh
-    g_I = post.g_I
-    if spec.n_inh:
-        bic = _on(co, "bicuculline", step_idx)
-        w_ie = jnp.where(bic, 0.0, p.inhibition.w_ie)
-        g_I = g_I * co.eG + w_ie * jnp.sum(inh.y[conn.ie_idx], axis=1).astype(g_I.dtype)
-        gi = inh.g * co.eA + p.inhibition.w_ei * jnp.sum(
-            x[conn.inh_idx], axis=1).astype(inh.g.dtype)
-        vi, ri, yi = neuron.integrate(
-            inh.v, inh.refrac, (p.neuron.E_L - inh.v) + gi * (p.neuron.E_E - inh.v),
-            co.kv, p.neuron.V_th, p.neuron.V_reset, co.n_ref, block=ttx)
-        inh = inh.replace(v=vi, g=gi, refrac=ri, y=yi)
-    # 4. membrane, spikes, reset, refractoriness; voltage clamp overrides
-    v0 = post.v
-    current = ((p.neuron.E_L - v0) + g * (p.neuron.E_E - v0)
-               + g_I * (p.neuron.E_I - v0) + current_extra)
-    v, refrac, y = neuron.integrate(
-        v0, post.refrac, current, co.kv, p.neuron.V_th, p.neuron.V_reset, co.n_ref,
-        force=drive.post, block=ttx | clamp)
-    v = jnp.where(clamp, p.neuron.V_clamp, v)
-    yf = y.astype(v.dtype)
-    bap = post.bap * co.ebAP + p.neuron.A_bAP * yf
+    v, refrac, y, yf, bap, g_I, inh = membrane(
+        spec, co, conn, state, x, g, drive, step_idx, ttx, clamp, current_extra)
     # 5. calcium
     if spec.calcium == "nmda":
         B = neuron.mg_block(v + bap, p.calcium.Mg)
@@ -202,6 +183,50 @@ def step(spec: ModelSpec, co: Coeffs, conn: Connectivity, state: State,
         inh=inh,
     )
     return new, (x, y)
+
+
+def input_spikes(spec: ModelSpec, co: Coeffs, conn: Connectivity, drive: Drive, key,
+                 step_idx) -> jnp.ndarray:
+    """Step 1 before TTX: Poisson, stimulated and prescribed input spikes `(n_pre,)`."""
+    if spec.rng == "hash":
+        return synapse.input_spikes_hash(
+            synapse.hash_seed(key), step_idx, synapse.spike_threshold(co.p_in),
+            co.p_in >= 1, drive.pulses, conn.pre_pathway, drive.raster)
+    return synapse.input_spikes(key, co.p_in, drive.pulses, conn.pre_pathway,
+                                drive.raster)
+
+
+def membrane(spec: ModelSpec, co: Coeffs, conn: Connectivity, state: State, x, g,
+             drive: Drive, step_idx, ttx, clamp, current_extra=0.0):
+    """Steps 3 (GABA_A, interneurons) and 4 (membrane, spikes, bAP) of one step.
+
+    `g` is this step's AMPA conductance and `x` its input spikes. Returns
+    `(v, refrac, y, yf, bap, g_I, inh)`, with `yf` the spikes as floats.
+    """
+    p = co.p
+    post, inh = state.post, state.inh
+    g_I = post.g_I
+    if spec.n_inh:
+        bic = _on(co, "bicuculline", step_idx)
+        w_ie = jnp.where(bic, 0.0, p.inhibition.w_ie)
+        g_I = g_I * co.eG + w_ie * jnp.sum(inh.y[conn.ie_idx], axis=1).astype(g_I.dtype)
+        gi = inh.g * co.eA + p.inhibition.w_ei * jnp.sum(
+            x[conn.inh_idx], axis=1).astype(inh.g.dtype)
+        vi, ri, yi = neuron.integrate(
+            inh.v, inh.refrac, (p.neuron.E_L - inh.v) + gi * (p.neuron.E_E - inh.v),
+            co.kv, p.neuron.V_th, p.neuron.V_reset, co.n_ref, block=ttx)
+        inh = inh.replace(v=vi, g=gi, refrac=ri, y=yi)
+    # 4. membrane, spikes, reset, refractoriness; voltage clamp overrides
+    v0 = post.v
+    current = ((p.neuron.E_L - v0) + g * (p.neuron.E_E - v0)
+               + g_I * (p.neuron.E_I - v0) + current_extra)
+    v, refrac, y = neuron.integrate(
+        v0, post.refrac, current, co.kv, p.neuron.V_th, p.neuron.V_reset, co.n_ref,
+        force=drive.post, block=ttx | clamp)
+    v = jnp.where(clamp, p.neuron.V_clamp, v)
+    yf = y.astype(v.dtype)
+    bap = post.bap * co.ebAP + p.neuron.A_bAP * yf
+    return v, refrac, y, yf, bap, g_I, inh
 
 
 def slow_step(spec: ModelSpec, co: Coeffs, state: State, step_idx) -> State:

@@ -1,0 +1,396 @@
+"""bench-v1 and the options that make it fast, checked against the float64 reference.
+
+- The fused engine with `syn_block = 1` and `rho_drift = "step"` is the step order of
+  docs/model.md: it matches `tests/reference.py` to 1e-12 in float64, spike for spike,
+  with either AMPA input (dense or event-driven).
+- The benchmark configuration (float32, synapse blocks, cubic drift once per block,
+  event-driven AMPA) agrees with the float64 reference in BENCHMARK.md's sense (rate
+  within 5 %, change of mean rho within 5 %, change of mean a within 10 %) on a small
+  bench-v1 network driven by the same input spikes.
+- The hash generator draws Bernoulli(p) inputs; the pieces of the event-driven input
+  (bit packing, the pre-major index, the event sums) equal their dense versions.
+- `scripts/benchmark.py` prints the fields it promises.
+
+No test asserts a timing.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from _tolerances import X64_RUN
+from conftest import (
+    N_STEPS,
+    assert_trajectories_close,
+    make_drive,
+    run_reference,
+    stack_states,
+    state_to_dict,
+)
+from reference import reference_init, reference_run
+from test_step import setup_variant
+
+import ltpnet
+from ltpnet import fused
+from ltpnet.dynamics import synapse
+from ltpnet.run import run_chunk
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+# (variant of test_step, fused options): T = 1 with the cubic drift every step
+EXACT = {
+    "nmda-event": ("nmda", dict(ampa="event")),
+    "nmda-dense": ("nmda", dict(ampa="dense")),
+    "ttx-clamp-event": ("ttx-clamp", dict(ampa="event")),
+    "phases-slow5-apv-anisomycin": ("phases-slow5-apv-anisomycin", dict(ampa="event")),
+}
+
+
+EXACT_STEPS = N_STEPS // 2  # the drives of test_step: pulses, TTX and clamp before 620
+
+
+def fused_trajectory(spec, params, conn, state, drive, n_steps):
+    """The state after every step of the fused engine (one `run_chunk` per step)."""
+    conn = jax.tree_util.tree_map(jnp.asarray, fused.prepare(spec, conn))
+    obs = ltpnet.Observe(
+        every=spec.syn_block,
+        variables=(),
+        spike_neurons=spec.n_post,
+        input_neurons=spec.n_pre,
+    )
+    key = jax.random.key(0)
+    states, xs, ys = [], [], []
+    st = jax.tree_util.tree_map(lambda a: jnp.array(np.asarray(a)), state)
+    for n in range(0, n_steps, spec.syn_block):
+        d = jax.tree_util.tree_map(
+            lambda a, n=n: jnp.asarray(a[n : n + spec.syn_block]), drive
+        )
+        st, _, sp = run_chunk(spec, obs, 1, params, conn, st, d, key, jnp.int32(n))
+        states.append(state_to_dict(jax.device_get(st)))
+        xs.append(np.asarray(sp["input"]))
+        ys.append(np.asarray(sp["post"]))
+    return stack_states(states), np.concatenate(xs), np.concatenate(ys)
+
+
+@pytest.mark.parametrize("name", list(EXACT))
+def test_fused_step_order_matches_reference_float64(name, x64):
+    variant, options = EXACT[name]
+    spec, params, conn, state, drive = setup_variant(variant, "float64")
+    spec = ltpnet.ModelSpec(**{**vars(spec), "fused": True, **options}).check()
+    ref = run_reference(spec, params, conn, state, drive, n_steps=EXACT_STEPS)
+    traj, x, y = fused_trajectory(spec, params, conn, state, drive, EXACT_STEPS)
+    np.testing.assert_array_equal(x, ref["x"])
+    np.testing.assert_array_equal(y, ref["y"])
+    assert_trajectories_close(traj, stack_states(ref["states"]), X64_RUN)
+
+
+def test_fused_equals_step_engine_with_hash_inputs(x64):
+    """Poisson inputs from the hash generator: both engines draw the same spikes."""
+    spec = ltpnet.ModelSpec(
+        n_post=30,
+        k=20,
+        pathways=(("a", 60), ("b", 40)),
+        dtype="float64",
+        phases=False,
+        rho_init="uniform",
+        rng="hash",
+    )
+    params = ltpnet.Params.bench_v1(20).with_values("input", rate=40.0)
+    obs = ltpnet.Observe(
+        every=50, variables=("fepsp", "a", "v", "rho"), spike_neurons=30
+    )
+    proto = ltpnet.Protocol().train("a", at=20.0, freq=100.0, n=5)
+    step = ltpnet.simulate(spec, params, 60.0, seed=2, observe=obs, protocol=proto)
+    fast = ltpnet.simulate(
+        ltpnet.ModelSpec(**{**vars(spec), "fused": True, "ampa": "event"}),
+        params,
+        60.0,
+        seed=2,
+        observe=obs,
+        protocol=proto,
+    )
+    assert step.post_spikes.sum() > 50
+    np.testing.assert_array_equal(fast.post_spikes, step.post_spikes)
+    for k in obs.variables:
+        np.testing.assert_allclose(
+            fast.records[k], step.records[k], **X64_RUN, err_msg=k
+        )
+    for k in ("c", "rho"):
+        np.testing.assert_allclose(
+            getattr(fast.state.syn, k), getattr(step.state.syn, k), **X64_RUN, err_msg=k
+        )
+
+
+# ---------------------------------------------------------------- bench agreement
+
+N_PRE, N_POST, K = 1000, 200, 100
+BENCH_STEPS = 3000  # 0.3 s
+
+
+def bench_spec(dtype, **options):
+    return ltpnet.ModelSpec(
+        n_post=N_POST,
+        k=K,
+        pathways=(("input", N_PRE),),
+        dtype=dtype,
+        calcium="nmda",
+        phases=False,
+        homeostasis=True,
+        slow_every=1,
+        rho_init="uniform",
+        **options,
+    ).check()
+
+
+@pytest.fixture(scope="module")
+def bench_reference():
+    """bench-v1 in the float64 NumPy reference, driven by a fixed 5 Hz raster."""
+    spec = bench_spec("float32")  # the reference computes in float64 regardless
+    params = ltpnet.Params.bench_v1(K)
+    conn, state = ltpnet.build(spec, params, 1234)
+    raster = np.random.default_rng(7).random((BENCH_STEPS, N_PRE)) < 5.0 * 1e-4
+    start = reference_init(spec, params, np.asarray(state.syn.rho))
+    ref = reference_run(
+        spec, params, conn.pre_idx, conn.pre_pathway, start, BENCH_STEPS, raster=raster
+    )
+    end = ref["states"][-1]
+    return dict(
+        conn=conn,
+        state=state,
+        raster=raster,
+        params=params,
+        rate=ref["y"].sum() / (N_POST * BENCH_STEPS * 1e-4),
+        drho=end["rho"].mean() - start["rho"].mean(),
+        da=end["a"].mean() - 1.0,
+    )
+
+
+def engine_bench(spec, bench):
+    """The same run in the engine: float32, Poisson rate 0 plus the raster."""
+    params = bench["params"].with_values("input", rate=0.0)
+    conn = jax.tree_util.tree_map(
+        jnp.asarray, fused.prepare(spec, bench["conn"]) if spec.fused else bench["conn"]
+    )
+    state = ltpnet.init_state(spec, params, np.asarray(bench["state"].syn.rho))
+    drive = make_drive(spec, BENCH_STEPS, raster=bench["raster"])
+    obs = ltpnet.Observe(every=10, variables=("fepsp",), spike_neurons=0)
+    st, rec, sp = run_chunk(
+        spec,
+        obs,
+        BENCH_STEPS // 10,
+        params,
+        conn,
+        state,
+        drive,
+        jax.random.key(0),
+        jnp.int32(0),
+    )
+    rho0 = np.asarray(bench["state"].syn.rho, np.float64).mean()
+    return dict(
+        rate=int(np.sum(sp["count"])) / (N_POST * BENCH_STEPS * 1e-4),
+        drho=np.asarray(st.syn.rho, np.float64).mean() - rho0,
+        da=np.asarray(st.post.a, np.float64).mean() - 1.0,
+        fepsp=np.asarray(rec["fepsp"]),
+    )
+
+
+BENCH_OPTIONS = {
+    "benchmark": dict(
+        fused=True, syn_block=10, rho_drift="block", ampa="event", rng="hash"
+    ),
+    "bfloat16-storage": dict(
+        fused=True, syn_block=10, rho_drift="block", ampa="event", syn_dtype="bfloat16"
+    ),
+    "blocks-of-5": dict(fused=True, syn_block=5, rho_drift="step", ampa="dense"),
+    "step-engine": dict(),
+}
+
+
+@pytest.mark.parametrize("name", list(BENCH_OPTIONS))
+def test_bench_agrees_with_reference(name, bench_reference):
+    ref = bench_reference
+    assert ref["rate"] > 5.0 and ref["drho"] < -2e-3 and ref["da"] < -5e-3, ref
+    got = engine_bench(bench_spec("float32", **BENCH_OPTIONS[name]), ref)
+    # BENCHMARK.md: rate within 5 %, change of mean rho within 5 %, of mean a 10 %
+    assert abs(got["rate"] / ref["rate"] - 1) < 0.05, (got, ref["rate"])
+    assert abs(got["drho"] / ref["drho"] - 1) < 0.05, (got, ref["drho"])
+    assert abs(got["da"] / ref["da"] - 1) < 0.10, (got, ref["da"])
+    # the read-out: summed weights at the end equal those of the final state
+    assert np.all(np.isfinite(got["fepsp"])) and got["fepsp"].shape == (
+        BENCH_STEPS // 10,
+        1,
+    )
+
+
+# ------------------------------------------------------------------------ pieces
+
+
+def test_hash_inputs_are_bernoulli():
+    n, steps, p = 4000, 3000, 2e-3
+    thresh = synapse.spike_threshold(jnp.full(n, p))
+    x = np.asarray(
+        jax.jit(jax.vmap(lambda i: synapse.hash_bits(jnp.uint32(5), i, n) < thresh))(
+            jnp.arange(steps)
+        )
+    )
+    mean = n * steps * p
+    assert abs(x.sum() - mean) < 5 * np.sqrt(mean)
+    per_step = x.sum(1)
+    assert 0.85 < per_step.var() / per_step.mean() < 1.15  # no synchrony across inputs
+    per_input = x.sum(0)
+    assert 0.85 < per_input.var() / per_input.mean() < 1.15
+    assert abs(np.corrcoef(per_step[:-1], per_step[1:])[0, 1]) < 0.06
+    other = np.asarray(synapse.hash_bits(jnp.uint32(6), 0, n))
+    assert not np.array_equal(other, np.asarray(synapse.hash_bits(jnp.uint32(5), 0, n)))
+
+
+def test_spike_words_match_the_hash_draw():
+    n, p = 1000, 0.05
+    p_in = jnp.where(jnp.arange(n) < 400, p, 1.0)  # the last inputs always fire
+    path = (jnp.arange(n) >= 700).astype(jnp.int32)
+    pulses = jnp.array([False, True])
+    thresh, sure = synapse.spike_threshold(p_in), p_in >= 1
+
+    @jax.jit
+    def both(step):
+        x = synapse.input_spikes_hash(jnp.uint32(9), step, thresh, sure, pulses, path)
+        w = synapse.hash_spike_words(
+            jnp.uint32(9),
+            step,
+            synapse.word_layout(thresh),
+            synapse.word_layout(sure, False),
+            pulses,
+            synapse.word_layout(path),
+        )
+        return x, w, synapse.unpack_bits(w, n), synapse.pack_bits(x)
+
+    for step in (0, 17):
+        x, w, x_back, w_back = both(step)
+        np.testing.assert_array_equal(np.asarray(x_back), np.asarray(x))
+        np.testing.assert_array_equal(np.asarray(w_back), np.asarray(w))
+
+
+def test_event_sums_equal_dense_sums():
+    spec = ltpnet.ModelSpec(
+        n_post=50,
+        k=30,
+        pathways=(("a", 300),),
+        phases=False,
+        rho_init="uniform",
+        fused=True,
+        ampa="event",
+        spike_batch=3,
+    )
+    conn, state = ltpnet.build(spec, ltpnet.Params.bench_v1(30), 4)
+    fc = fused.prepare(spec, conn)
+    pre_idx = np.asarray(conn.pre_idx)
+    order = np.asarray(fc.syn_by_pre)
+    ptr = np.asarray(fc.pre_ptr)
+    assert (
+        fc.pre_idx.dtype == np.uint16
+        and fc.max_out == np.bincount(pre_idx.ravel()).max()
+    )
+    np.testing.assert_array_equal(
+        pre_idx.ravel()[order], np.repeat(np.arange(300), np.diff(ptr[:-1]))
+    )
+    x = np.random.default_rng(1).random((4, 300)) < 0.05  # more spikes than one batch
+    q = jnp.asarray(np.random.default_rng(2).random((50, 30)), jnp.float32)
+
+    @jax.jit
+    def sums(x, q):
+        words = jax.vmap(synapse.pack_bits)(x)
+        cr = jax.lax.complex(jnp.zeros_like(q), q)
+        ev = synapse.event_sums(
+            words,
+            cr.reshape(-1),
+            jnp.asarray(order),
+            jnp.asarray(ptr),
+            30,
+            0.1,
+            0.5,
+            fc.max_out,
+            3,
+            50,
+        )
+        return ev, synapse.dense_sums(x, q, jnp.asarray(fc.pre_idx), 0.1, 0.5)
+
+    ev, dense = sums(jnp.asarray(x), q)
+    expect = np.stack([((0.1 + np.asarray(q) * 0.4) * r[pre_idx]).sum(1) for r in x])
+    np.testing.assert_allclose(np.asarray(ev), expect, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(dense), expect, rtol=1e-5)
+
+
+def test_pack_unpack_and_traffic():
+    spec = bench_spec(
+        "float32", fused=True, syn_block=10, rho_drift="block", ampa="event"
+    )
+    conn, state = ltpnet.build(spec, ltpnet.Params.bench_v1(K), 0)
+    packed = fused.pack(state)
+    assert packed.syn.cr.dtype == jnp.complex64
+    back = fused.unpack(jax.device_get(packed))
+    np.testing.assert_array_equal(back.syn.rho, np.asarray(state.syn.rho))
+    fc = fused.prepare(spec, conn)
+    t = fused.traffic(
+        spec, fc, ltpnet.Observe(every=10, variables=("fepsp",), spike_neurons=N_POST)
+    )
+    # (8 read + 8 written + 2 index) bytes per synapse per block of 10 steps, and more
+    assert t["per_syn_step"] > 1.8
+    assert abs(sum(t["items"].values()) - t["per_step"]) < 1e-6
+    assert t["items"]["synapses: read pre_idx"] == spec.n_syn * 2 / 10
+
+
+def test_fused_options_are_checked():
+    with pytest.raises(ValueError, match="syn_block"):
+        ltpnet.ModelSpec(syn_block=4).check()  # needs fused
+    with pytest.raises(ValueError, match="calcium"):
+        ltpnet.ModelSpec(fused=True, calcium="linear").check()
+    with pytest.raises(ValueError, match="slow_every"):
+        ltpnet.ModelSpec(fused=True, syn_block=4, phases=True, slow_every=2).check()
+    with pytest.raises(ValueError, match="every"):
+        ltpnet.Observe(every=15).check(
+            ltpnet.ModelSpec(fused=True, syn_block=10, phases=False)
+        )
+    with pytest.raises(ValueError, match="rng"):
+        ltpnet.ModelSpec(rng="mt19937").check()
+
+
+def _load_benchmark_script():
+    spec = importlib.util.spec_from_file_location(
+        "benchmark", ROOT / "scripts" / "benchmark.py"
+    )
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_benchmark_script_prints_its_fields(capsys):
+    bench = _load_benchmark_script()
+    bench.main(["--size", "S", "--t", "0.02", "--json", "--no-bandwidth"])
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    for field in (
+        "simulator",
+        "size",
+        "n_syn",
+        "steps",
+        "compile_s",
+        "simulate_s",
+        "synapse_steps_per_s",
+        "real_time_factor",
+        "peak_rss_mb",
+        "mean_post_rate_hz",
+        "mean_rho_start",
+        "mean_rho_end",
+        "mean_a_end",
+        "dtype",
+        "device",
+        "bytes_per_syn_step",
+    ):
+        assert field in out, field
+    assert out["size"] == "S" and out["n_syn"] == 100_000 and out["steps"] == 200
+    assert 0.0 < out["mean_rho_end"] < 1.0 and out["bytes_per_syn_step"] > 0
