@@ -9,6 +9,11 @@
     ltpnet plot FILE.h5 [-o DIR]
     ltpnet fit CONFIG [-o DIR] [--set ...]
 
+`run` and `sweep` take `--devices N` (split the run over N devices) and, for runs
+over several hosts, `--coordinator HOST:PORT --num-processes P --process-id I` (or
+the variables LTPNET_COORDINATOR, LTPNET_NUM_PROCESSES, LTPNET_PROCESS_ID); see
+docs/scaling.md.
+
 Exit codes: 0 success, 1 unexpected error, 2 bad config or not enough memory
 (nothing is written), 3 NaN or Inf in the recorded data or the state, 130
 interrupted (resume with `ltpnet run --resume OUT_DIR`).
@@ -47,6 +52,62 @@ class NonFiniteError(RuntimeError):
 
 class MemoryRefused(RuntimeError):
     """The run would not fit in the memory available."""
+
+
+# --------------------------------------------------------------------------- devices
+
+def _is_main() -> bool:
+    """True in the process that writes files (process 0; the only one, usually)."""
+    import jax
+
+    return jax.process_index() == 0
+
+
+class _NoWriter:
+    """The results writer of processes other than 0: process 0 writes the file."""
+
+    def on_chunk(self, step_end, records, spikes, state):
+        pass
+
+    def close(self, complete: bool):
+        pass
+
+
+def _writer(*args, **kw):
+    from .io import ResultsWriter
+
+    return ResultsWriter(*args, **kw) if _is_main() else _NoWriter()
+
+
+def _host_build(devices):
+    """Build a network that will be sharded in host memory (see ltpnet.distributed)."""
+    from .distributed import host_build_context
+
+    return host_build_context(devices)
+
+
+def _check_devices(cfg: Config, devices: int | None, n_batch: int | None = None):
+    """ConfigError unless the run splits evenly over `devices`."""
+    if devices is None:
+        return
+    from .distributed import placement
+
+    try:
+        placement(cfg.spec, devices, batch=n_batch)
+    except ValueError as e:
+        raise ConfigError(f"--devices {devices}: {e}") from None
+
+
+def _start_distributed(args):
+    """Start jax.distributed when the flags or LTPNET_* variables ask for it."""
+    if args.command not in ("run", "sweep"):
+        return
+    from .distributed import initialize_from_env
+
+    try:
+        initialize_from_env(args.coordinator, args.num_processes, args.process_id)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 # --------------------------------------------------------------------------- memory
@@ -101,8 +162,12 @@ def _gib(n: float) -> str:
     return f"{n / 2**30:.2f} GiB" if n >= 2**27 else f"{n / 2**20:.1f} MiB"
 
 
-def check_memory(cfg: Config, n_batch: int = 1) -> dict[str, int]:
-    """Raise MemoryRefused if the run will not fit; return `estimate_memory`."""
+def check_memory(cfg: Config, n_batch: int = 1,
+                 n_devices: int = 1) -> dict[str, int]:
+    """Raise MemoryRefused if the run will not fit; return `estimate_memory`.
+
+    With `n_devices` accelerators, each holds about 1/n_devices of the device part.
+    """
     need = estimate_memory(cfg, n_batch)
     host_free = _mem_available()
     import jax
@@ -115,9 +180,11 @@ def check_memory(cfg: Config, n_batch: int = 1) -> dict[str, int]:
                        if k not in ("device", "host"))
     if stats and "bytes_limit" in stats:
         free = stats["bytes_limit"] - stats.get("bytes_in_use", 0)
-        if need["device"] > free:
-            raise MemoryRefused(f"this run needs about {_gib(need['device'])} of "
-                                f"{dev.platform} memory ({detail}) but only "
+        per_dev = -(-need["device"] // n_devices)
+        if per_dev > free:
+            on = f" on each of {n_devices} devices" if n_devices > 1 else ""
+            raise MemoryRefused(f"this run needs about {_gib(per_dev)} of "
+                                f"{dev.platform} memory{on} ({detail}) but only "
                                 f"{_gib(free)} is free on {dev}; {hint}")
         host_need = need["host"]
     else:
@@ -338,6 +405,8 @@ def _run_to_end(cfg: Config, writer, out: Path, conn, state, step0: int,
         writer.close(complete=False)
         raise
     writer.close(complete=True)
+    if not _is_main():
+        return 0
     figs = _plots(cfg, path, out)
     print(_summary(cfg, mon, wall, [path, out / CONFIG, *figs], baseline=baseline))
     return 0
@@ -374,26 +443,26 @@ def cmd_run(args) -> int:
         if given:
             raise ConfigError(f"--resume takes its config from {args.resume}/{CONFIG}; "
                               f"drop {', '.join(given)}")
-        return _resume(Path(args.resume))
+        return _resume(Path(args.resume), args.devices)
     if not args.config:
         raise ConfigError("ltpnet run needs a CONFIG file (or --resume OUT_DIR)")
     cfg = load_config(args.config, _overrides(args), args.params)
     out = Path(cfg.output.dir)
-    _prepare_out(out, args.overwrite)
-    check_memory(cfg)
-    from .io import ResultsWriter
-
+    _prepare_out(out, args.overwrite or not _is_main())  # process 0 decides
+    _check_devices(cfg, args.devices)
+    check_memory(cfg, n_devices=args.devices or 1)
     _note_protocol(cfg)
-    conn, state = _build(cfg)
+    with _host_build(args.devices):
+        conn, state = _build(cfg)
     out.mkdir(parents=True, exist_ok=True)
     text = cfg.to_toml()
     (out / CONFIG).write_text(text)
-    writer = ResultsWriter(str(out / RESULTS), cfg.spec, cfg.params, cfg.observe, conn,
-                           config_toml=text, seed=cfg.run.seed, protocol=cfg.protocol)
-    return _run_to_end(cfg, writer, out, conn, state, 0)
+    writer = _writer(str(out / RESULTS), cfg.spec, cfg.params, cfg.observe, conn,
+                     config_toml=text, seed=cfg.run.seed, protocol=cfg.protocol)
+    return _run_to_end(cfg, writer, out, conn, state, 0, devices=args.devices)
 
 
-def _resume(out: Path) -> int:
+def _resume(out: Path, devices: int | None = None) -> int:
     import jax
     import jax.numpy as jnp
 
@@ -402,7 +471,7 @@ def _resume(out: Path) -> int:
     if not (out / RESULTS).is_file():
         raise ConfigError(f"cannot resume: {out / RESULTS} not found")
     cfg = load_config(out / CONFIG)
-    from .io import ResultsWriter, load_checkpoint, open_results
+    from .io import load_checkpoint, open_results
 
     with open_results(str(out / RESULTS)) as f:
         if int(f.attrs.get("n_batch", -1)) >= 0:
@@ -423,17 +492,18 @@ def _resume(out: Path) -> int:
     if ck.step_end >= end:
         print(f"{out / RESULTS} is already complete ({_fmt_ms(end * cfg.spec.dt)})")
         return 0
-    check_memory(cfg)
+    _check_devices(cfg, devices)
+    check_memory(cfg, n_devices=devices or 1)
     t = _fmt_ms(ck.step_end * cfg.spec.dt)
     print(f"resuming from step {ck.step_end} (t = {t})", file=sys.stderr)
     conn = ck.conn if ck.conn is not None else _build(cfg)[0]
     state = jax.tree_util.tree_map(jnp.asarray, ck.state)
     baseline = _first_fepsp(out / RESULTS, cfg.spec)
-    writer = ResultsWriter(str(out / RESULTS), cfg.spec, cfg.params, cfg.observe, conn,
-                           config_toml=cfg.to_toml(), seed=cfg.run.seed,
-                           protocol=cfg.protocol, resume=True)
+    writer = _writer(str(out / RESULTS), cfg.spec, cfg.params, cfg.observe, conn,
+                     config_toml=cfg.to_toml(), seed=cfg.run.seed,
+                     protocol=cfg.protocol, resume=True)
     return _run_to_end(cfg, writer, out, conn, state, int(ck.step_end),
-                       baseline=baseline)
+                       baseline=baseline, devices=devices)
 
 
 def _first_fepsp(path: Path, spec):
@@ -569,10 +639,10 @@ def cmd_sweep(args) -> int:
     if sequential:
         _check_same_shapes(cfgs, grid)
     out = Path(cfg0.output.dir)
-    _prepare_out(out, args.overwrite)
-    check_memory(cfg0, 1 if sequential else n)
-    from .io import ResultsWriter
-
+    _prepare_out(out, args.overwrite or not _is_main())  # process 0 decides
+    for c in cfgs if sequential else cfgs[:1]:  # sequential: each member is split
+        _check_devices(c, args.devices, None if sequential else n)
+    check_memory(cfg0, 1 if sequential else n, n_devices=args.devices or 1)
     params, axes = _stack_params([c.params for c in cfgs])
     text = cfg0.to_toml()
     header = "".join(f"# sweep: --grid {k}={','.join(v)}\n" for k, v in grid)
@@ -584,16 +654,18 @@ def cmd_sweep(args) -> int:
         print(f"note: {', '.join(f'[{t}]' for t in sequential)} keys change the static "
               f"structure of the model, so the {n} members run one after another "
               "(not as one vmapped batch)", file=sys.stderr)
-        return _sweep_sequential(cfgs, seeds, members, params, batch_grid, text, out)
-    conn, state = _build(cfg0, [c.params for c in cfgs])
-    writer = ResultsWriter(str(path), cfg0.spec, params, cfg0.observe, conn,
-                           config_toml=text, seed=cfg0.run.seed, protocol=cfg0.protocol,
-                           n_batch=n, batch_grid=batch_grid)
+        return _sweep_sequential(cfgs, seeds, members, params, batch_grid, text, out,
+                                 args.devices)
+    with _host_build(args.devices):
+        conn, state = _build(cfg0, [c.params for c in cfgs])
+    writer = _writer(str(path), cfg0.spec, params, cfg0.observe, conn,
+                     config_toml=text, seed=cfg0.run.seed, protocol=cfg0.protocol,
+                     n_batch=n, batch_grid=batch_grid)
     print(f"sweep: {n} members as one vmapped batch", file=sys.stderr)
     try:
         mon, wall, _ = _simulate(cfg0, writer, path, conn, state, 0, n_batch=n,
                                  keep=False, params=params, params_axes=axes,
-                                 noise_seeds=seeds)
+                                 noise_seeds=seeds, devices=args.devices)
     except NonFiniteError as e:
         writer.close(complete=False)
         print(f"error: {e}", file=sys.stderr)
@@ -602,6 +674,8 @@ def cmd_sweep(args) -> int:
         writer.close(complete=False)
         raise
     writer.close(complete=True)
+    if not _is_main():
+        return 0
     figs = _plots(cfg0, path, out)
     print(_summary(cfg0, mon, wall, [path, out / CONFIG, *figs], members=members))
     return 0
@@ -628,18 +702,20 @@ def _check_same_shapes(cfgs: list[Config], grid):
                           "file; run them separately with ltpnet run --set")
 
 
-def _sweep_sequential(cfgs, seeds, members, params, batch_grid, text, out: Path) -> int:
+def _sweep_sequential(cfgs, seeds, members, params, batch_grid, text, out: Path,
+                      devices: int | None = None) -> int:
     """Members one by one (static structure differs), written as one batch file."""
     import jax
 
-    from .io import ResultsWriter
+    from .distributed import to_host
 
     n = len(cfgs)
     results, mons, wall = [], [], 0.0
     for b, (cfg, ns) in enumerate(zip(cfgs, seeds, strict=True)):
         try:
             mon, w, res = _simulate(cfg, None, out / RESULTS, None, None, 0,
-                                    label=f"[{b + 1}/{n}] ", keep=True, noise_seed=ns)
+                                    label=f"[{b + 1}/{n}] ", keep=True, noise_seed=ns,
+                                    devices=devices)
         except NonFiniteError as e:
             print(f"error: member {members[b]}: {e}", file=sys.stderr)
             return 3
@@ -647,10 +723,10 @@ def _sweep_sequential(cfgs, seeds, members, params, batch_grid, text, out: Path)
         mons.append(mon)
         wall += w
     cfg0 = cfgs[0]
-    conn = jax.device_get(results[0].conn)
-    writer = ResultsWriter(str(out / RESULTS), cfg0.spec, params, cfg0.observe, conn,
-                           config_toml=text, seed=cfg0.run.seed, protocol=cfg0.protocol,
-                           n_batch=n, batch_grid=batch_grid)
+    conn = to_host(results[0].conn)
+    writer = _writer(str(out / RESULTS), cfg0.spec, params, cfg0.observe, conn,
+                     config_toml=text, seed=cfg0.run.seed, protocol=cfg0.protocol,
+                     n_batch=n, batch_grid=batch_grid)
     every, rpc = cfg0.observe.every, cfg0.run.records_per_chunk
     n_rec = len(results[0].t)
     try:
@@ -664,7 +740,7 @@ def _sweep_sequential(cfgs, seeds, members, params, batch_grid, text, out: Path)
                       "count": np.stack([r.spike_count[s0:s1] for r in results])}
             state = None
             if r1 == n_rec:
-                finals = [jax.device_get(r.state) for r in results]
+                finals = [to_host(r.state) for r in results]
                 state = jax.tree_util.tree_map(lambda *xs: np.stack(xs), *finals)
             writer.on_chunk(s1, recs, spikes, state)
     except BaseException:
@@ -677,6 +753,8 @@ def _sweep_sequential(cfgs, seeds, members, params, batch_grid, text, out: Path)
     if agg.fepsp_first is not None:
         agg.fepsp_first = np.stack([m.fepsp_first for m in mons])
         agg.fepsp_last = np.stack([m.fepsp_last for m in mons])
+    if not _is_main():
+        return 0
     figs = _plots(cfg0, out / RESULTS, out)
     print(_summary(cfg0, agg, wall, [out / RESULTS, out / CONFIG, *figs],
                    members=members))
@@ -739,11 +817,28 @@ def _parser() -> argparse.ArgumentParser:
             q.add_argument("--overwrite", action="store_true",
                            help="replace an existing OUT_DIR/results.h5")
 
+    def devices(q):
+        g = q.add_argument_group("devices and hosts (docs/scaling.md)")
+        g.add_argument("--devices", type=int, metavar="N",
+                       help="split the run over N devices: the neurons of a run (N "
+                       "must divide [spec] n_post), the members of a sweep (N must "
+                       "divide their number); default: one device")
+        g.add_argument("--coordinator", metavar="HOST:PORT",
+                       help="several hosts: address of process 0 (or "
+                       "LTPNET_COORDINATOR)")
+        g.add_argument("--num-processes", metavar="P",
+                       help="several hosts: number of processes (or "
+                       "LTPNET_NUM_PROCESSES)")
+        g.add_argument("--process-id", metavar="I",
+                       help="several hosts: this process, 0..P-1 (or "
+                       "LTPNET_PROCESS_ID); process 0 writes the results")
+
     q = sub.add_parser("run", help="simulate a config, or continue a run (--resume)")
     q.add_argument("config", nargs="?", metavar="CONFIG")
     common(q)
     q.add_argument("--resume", metavar="OUT_DIR",
                    help="continue an interrupted run from its last checkpoint")
+    devices(q)
     q.set_defaults(func=cmd_run)
 
     q = sub.add_parser("sweep", help="run a grid of configs as one batch")
@@ -753,6 +848,7 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--trials", type=int, default=1,
                    help="noise seeds seed..seed+N-1 per grid point (default 1)")
     common(q)
+    devices(q)
     q.set_defaults(func=cmd_sweep)
 
     q = sub.add_parser("inspect", help="describe a results file")
@@ -779,6 +875,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as e:  # --help, --version, usage errors
         return e.code if isinstance(e.code, int) else 2
     try:
+        _start_distributed(args)
         return args.func(args)
     except ConfigError as e:
         print(f"ConfigError: {e}", file=sys.stderr)

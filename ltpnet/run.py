@@ -13,6 +13,7 @@ run cut into chunks equals an unbroken run.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
@@ -33,6 +34,11 @@ from .step import Drive, discretise, slow_step, step
 
 def _run_impl(spec: ModelSpec, obs: Observe, n_records: int, params: Params,
               conn: Connectivity, state: State, drive: Drive, key, step0):
+    if spec.fused:
+        from . import fused
+
+        return fused.run_impl(spec, obs, n_records, params, conn, state, drive, key,
+                              step0)
     co = discretise(spec, params, conn)
     slow = spec.slow_every
     per_rec = obs.every // slow
@@ -40,7 +46,8 @@ def _run_impl(spec: ModelSpec, obs: Observe, n_records: int, params: Params,
 
     def fast(st, xs):
         d, idx = xs
-        st, (x, y) = step(spec, co, conn, st, d, jax.random.fold_in(key, idx), idx)
+        k = key if spec.rng == "hash" else jax.random.fold_in(key, idx)
+        st, (x, y) = step(spec, co, conn, st, d, k, idx)
         return st, (y[:n_sp], x[:n_in], jnp.sum(y, dtype=jnp.int32))
 
     def slow_block(st, xs):
@@ -153,6 +160,15 @@ class Result:
         return float(rate) if np.ndim(rate) == 0 else rate
 
 
+def _build_context(devices):
+    """Where to build a network: in host memory when it will be sharded."""
+    if devices is None:
+        return contextlib.nullcontext()
+    from .distributed import host_build_context
+
+    return host_build_context(devices)
+
+
 def n_steps_for(spec: ModelSpec, duration_ms: float, every: int) -> int:
     """Steps covering `duration_ms`, rounded up to a whole number of records."""
     steps = int(math.ceil(round(duration_ms / spec.dt, 6)))
@@ -166,7 +182,7 @@ def simulate(spec: ModelSpec, params: Params, duration_ms: float, *, seed: int =
              on_chunk: Callable | None = None, checkpoint_every: int = 0,
              keep: bool = True, noise_seed: int | None = None,
              batch: int | None = None, params_axes=None,
-             noise_seeds=None) -> Result:
+             noise_seeds=None, devices: int | None = None) -> Result:
     """Build (unless given) and run a network for `duration_ms`.
 
     Args:
@@ -196,6 +212,11 @@ def simulate(spec: ModelSpec, params: Params, duration_ms: float, *, seed: int =
             (shared); None = all shared.
         noise_seeds: One noise seed per member (default: all `noise_seed`). Member b
             equals a single run with the same params and `noise_seed=noise_seeds[b]`.
+        devices: Split the run over the first `devices` of `jax.devices()`: the
+            post-neuron axis (`spec.n_post` must be a multiple), or with `batch` the
+            batch axis (`batch` must be a multiple). None: one device, as is. See
+            `ltpnet.distributed`; results equal the one-device run within float32
+            rounding.
 
     Returns:
         A `Result`.
@@ -206,9 +227,15 @@ def simulate(spec: ModelSpec, params: Params, duration_ms: float, *, seed: int =
     protocol = (protocol or Protocol()).check(spec)
     built = state is None
     if conn is None or state is None:
-        conn_b, state_b = build(spec, params if batch is None else _member(params, params_axes), seed)
+        with _build_context(devices):
+            conn_b, state_b = build(spec, params if batch is None else _member(params, params_axes), seed)
         conn, state = conn or conn_b, state or state_b
-    conn = jax.tree_util.tree_map(jnp.asarray, conn)
+    if spec.fused:
+        from . import fused
+
+        conn = fused.prepare(spec, conn)
+    if devices is None:  # a sharded run places conn itself, shard by shard
+        conn = jax.tree_util.tree_map(jnp.asarray, conn)
     noise_seed = seed if noise_seed is None else noise_seed
     runner = run_chunk
     if batch is None:
@@ -222,6 +249,17 @@ def simulate(spec: ModelSpec, params: Params, duration_ms: float, *, seed: int =
             state = jax.tree_util.tree_map(
                 lambda a: jnp.array(jnp.broadcast_to(a, (batch,) + a.shape)), state)
         runner = _batch_runner(params_axes)
+    get = jax.device_get
+    if devices is not None:
+        from . import distributed
+
+        params, conn, state, key, _ = distributed.shard_inputs(
+            spec, params, conn, state, key, devices, batch=batch,
+            params_axes=params_axes)
+        get = distributed.to_host
+    if spec.fused:  # the state stays packed between chunks; callers see it unpacked
+        state = fused.pack(state, spec.syn_dtype)
+        get = (lambda g: lambda tree: fused.unpack_all(g(tree)))(get)
     total = n_steps_for(spec, duration_ms, observe.every)
     chunk = records_per_chunk * observe.every
     t_wall = time.perf_counter()
@@ -230,7 +268,7 @@ def simulate(spec: ModelSpec, params: Params, duration_ms: float, *, seed: int =
     s, end, i_chunk = step0, step0 + total, 0
 
     def deliver(p):
-        s_end, r, sp, st = jax.device_get(p)
+        s_end, r, sp, st = get(p)
         if on_chunk is not None:
             on_chunk(s_end, r, sp, st)
         if keep:
@@ -248,7 +286,7 @@ def simulate(spec: ModelSpec, params: Params, duration_ms: float, *, seed: int =
         i_chunk += 1
         ckpt = s >= end or (checkpoint_every and i_chunk % checkpoint_every == 0)
         # the state is donated to the next chunk: copy it out now if it is wanted
-        st = jax.device_get(state) if ckpt and on_chunk is not None else None
+        st = get(state) if ckpt and on_chunk is not None else None
         if pending is not None:
             deliver(pending)  # chunk i-1 is pulled while chunk i runs
         pending = (s, r, sp, st)
@@ -259,6 +297,8 @@ def simulate(spec: ModelSpec, params: Params, duration_ms: float, *, seed: int =
     rec = {k: cat([r[k] for r in recs]) for k in observe.variables} if recs else {}
     n_rec_total = total // observe.every
     t = (step0 + (np.arange(n_rec_total) + 1) * observe.every) * spec.dt
+    if spec.fused:
+        state = fused.unpack(state)
     return Result(
         spec=spec, params=params, conn=conn, observe=observe, state=state, t=t,
         records=rec,

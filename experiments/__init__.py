@@ -1,0 +1,2 @@
+"""Studies built on ltpnet; run from the repository root as
+`python -m experiments.NAME`."""
