@@ -8,6 +8,7 @@
     ltpnet inspect FILE.h5
     ltpnet plot FILE.h5 [-o DIR]
     ltpnet fit CONFIG [-o DIR] [--set ...]
+    ltpnet experiment NAME|all [-o DIR] [--quick] [--neurons N] [--set ...]
 
 `run` and `sweep` take `--devices N` (split the run over N devices) and, for runs
 over several hosts, `--coordinator HOST:PORT --num-processes P --process-id I` (or
@@ -864,7 +865,46 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("config", metavar="CONFIG")
     common(q, seed=False)
     q.set_defaults(func=cmd_fit)
+
+    q = sub.add_parser("experiment", help="run a canonical experiment (or all) "
+                       "and report it against the expected bands")
+    q.add_argument("name", metavar="NAME", help="an experiment, or all")
+    q.add_argument("-o", "--out", metavar="DIR", default="results/experiments",
+                   help="output folder (default results/experiments)")
+    q.add_argument("--quick", action="store_true",
+                   help="the short version that checks the sign of each effect")
+    q.add_argument("--neurons", type=int, metavar="N",
+                   help="run the protocol on N neurons and report the distribution")
+    q.add_argument("--seed", type=int, help="override [run] seed")
+    q.add_argument("--set", action="append", metavar="TABLE.KEY=VALUE",
+                   help="override a config value, e.g. experiment.n_pulses=300")
+    q.add_argument("--params", metavar="FIT.json",
+                   help="parameter values from `ltpnet fit` (fit.json)")
+    q.set_defaults(func=cmd_experiment)
     return p
+
+
+def _experiments():
+    """The `experiments` package of the source checkout ltpnet runs from."""
+    root = Path(__file__).resolve().parents[1]
+    for base in (root, Path.cwd()):
+        if (base / "experiments" / "__init__.py").is_file():
+            if str(base) not in sys.path:
+                sys.path.insert(0, str(base))
+            import experiments
+
+            return experiments
+    raise ConfigError("ltpnet experiment needs the experiments/ and configs/experiments/ "
+                      f"folders of an ltpnet source checkout; none beside {root} or in "
+                      f"{Path.cwd()} (install with `pip install -e .` from the checkout)")
+
+
+def cmd_experiment(args) -> int:
+    ex = _experiments()
+    try:
+        return ex.main(args)
+    except ex.ExperimentError as e:
+        raise ConfigError(str(e)) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

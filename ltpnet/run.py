@@ -17,7 +17,7 @@ import contextlib
 import dataclasses
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -105,12 +105,19 @@ run_batch = make_batch_runner()
 _BATCH_RUNNERS = {}
 
 
-def _batch_runner(params_axes):
+def _batch_runner(params_axes, drive_axis=None):
     flat = jax.tree_util.tree_flatten(params_axes, is_leaf=lambda x: x is None)
-    key = (flat[1], tuple(flat[0]))
+    key = (flat[1], tuple(flat[0]), drive_axis)
     if key not in _BATCH_RUNNERS:
-        _BATCH_RUNNERS[key] = make_batch_runner(params_axes)
+        _BATCH_RUNNERS[key] = make_batch_runner(params_axes, drive_axis)
     return _BATCH_RUNNERS[key]
+
+
+def _drives(protocols, spec: ModelSpec, s: int, n: int) -> Drive:
+    """One chunk of drive per member, stacked along a leading batch axis."""
+    ds = [p.drive(spec, s, n) for p in protocols]
+    return Drive(pulses=np.stack([d.pulses for d in ds]),
+                 post=np.stack([d.post for d in ds]))
 
 
 def _member(params: Params, params_axes, b: int = 0) -> Params:
@@ -176,7 +183,7 @@ def n_steps_for(spec: ModelSpec, duration_ms: float, every: int) -> int:
 
 
 def simulate(spec: ModelSpec, params: Params, duration_ms: float, *, seed: int = 0,
-             protocol: Protocol | None = None, observe: Observe | None = None,
+             protocol: Protocol | Sequence[Protocol] | None = None, observe: Observe | None = None,
              records_per_chunk: int = 100, conn: Connectivity | None = None,
              state: State | None = None, step0: int = 0,
              on_chunk: Callable | None = None, checkpoint_every: int = 0,
@@ -190,7 +197,8 @@ def simulate(spec: ModelSpec, params: Params, duration_ms: float, *, seed: int =
         params: Parameters.
         duration_ms: Biological time to simulate [ms] (rounded up to whole records).
         seed: Seed of the network (numpy) and of the spike noise (JAX).
-        protocol: Stimulation protocol (default: none, spontaneous activity only).
+        protocol: Stimulation protocol (default: none, spontaneous activity only);
+            with `batch`, a sequence of `batch` protocols gives each member its own.
         observe: Recording plan (default: `Observe()`).
         records_per_chunk: Records per compiled chunk (the host sees data per chunk).
         conn, state: Start from these instead of building from `seed` (with `batch`,
@@ -224,7 +232,16 @@ def simulate(spec: ModelSpec, params: Params, duration_ms: float, *, seed: int =
     spec.check()
     params.check()
     observe = (observe or Observe()).check(spec)
-    protocol = (protocol or Protocol()).check(spec)
+    per_member = isinstance(protocol, list | tuple)
+    if per_member:
+        if batch is None or len(protocol) != batch:
+            raise ValueError(f"a sequence of {len(protocol)} protocols needs batch="
+                             f"{len(protocol)} (one per member), got batch={batch}")
+        if devices is not None:
+            raise ValueError("per-member protocols run on one device: drop devices")
+        protocol = [p.check(spec) for p in protocol]
+    else:
+        protocol = (protocol or Protocol()).check(spec)
     built = state is None
     if conn is None or state is None:
         with _build_context(devices):
@@ -248,7 +265,7 @@ def simulate(spec: ModelSpec, params: Params, duration_ms: float, *, seed: int =
         if built:  # a given state must already carry the batch axis
             state = jax.tree_util.tree_map(
                 lambda a: jnp.array(jnp.broadcast_to(a, (batch,) + a.shape)), state)
-        runner = _batch_runner(params_axes)
+        runner = _batch_runner(params_axes, 0 if per_member else None)
     get = jax.device_get
     if devices is not None:
         from . import distributed
@@ -279,7 +296,8 @@ def simulate(spec: ModelSpec, params: Params, duration_ms: float, *, seed: int =
 
     while s < end:
         n = min(chunk, end - s)
-        drive = protocol.drive(spec, s, n)
+        drive = (_drives(protocol, spec, s, n) if per_member
+                 else protocol.drive(spec, s, n))
         state, r, sp = runner(spec, observe, n // observe.every, params, conn,
                               state, drive, key, jnp.int32(s))
         s += n

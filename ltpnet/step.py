@@ -80,7 +80,7 @@ def discretise(spec: ModelSpec, params: Params, conn: Connectivity) -> Coeffs:
         ebAP=jnp.exp(-dt / n.tau_bAP),
         eR=jnp.exp(-dt / p.homeostasis.tau_r),
         kv=dt / n.tau_m,
-        kN=dt * p.calcium.alpha_N / MS_PER_S,
+        kN=_calcium_gain(spec, dt, p),
         kr=dt / p.plasticity.tau_rho,
         k286=dt / p.consolidation.tau_t286a,
         r_inc=MS_PER_S / p.homeostasis.tau_r,
@@ -88,6 +88,17 @@ def discretise(spec: ModelSpec, params: Params, conn: Connectivity) -> Coeffs:
         n_ref=jnp.round(n.t_ref / dt).astype(jnp.int32),
         windows=windows,
     )
+
+
+def _calcium_gain(spec: ModelSpec, dt, p: Params):
+    """Calcium per unit `B s` in one step (`ModelSpec.calcium_step`)."""
+    alpha = p.calcium.alpha_N / MS_PER_S  # [1/ms]
+    if spec.calcium_step == "euler":
+        return dt * alpha
+    rN, rC = 1.0 / p.input.tau_N, 1.0 / p.calcium.tau_Ca
+    eN, eC = jnp.exp(-dt * rN), jnp.exp(-dt * rC)
+    same = jnp.abs(rC - rN) < 1e-9 * rC  # tau_N = tau_Ca: the limit dt e^{-dt/tau}
+    return alpha * jnp.where(same, dt * eC, (eN - eC) / jnp.where(same, 1.0, rC - rN))
 
 
 def jax_tree_cast(tree, dtype):

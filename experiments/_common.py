@@ -1,0 +1,335 @@
+"""Machinery shared by the canonical experiments.
+
+`run_timeline` runs a protocol hours long. Stimulation needs the fine time step of
+the spec (calcium and the bAP last milliseconds), but most of an 8-hour experiment
+is quiet: a few spontaneous inputs at 0.1 Hz, and slow variables (early-phase decay,
+tags, protein, late phase, scaling) with time constants of minutes to days. So the
+time line is cut into *active* stretches (from `lead_ms` before each stimulus to
+`settle_ms` after it), run at `spec.dt`, and *quiet* stretches between them, run at
+`coarse_dt` with the slow clock every `coarse_slow_ms`. The state carries over
+unchanged from one stretch to the next (its shapes do not depend on dt).
+`tests/test_experiments.py` checks this against the unbroken fine-step run.
+
+Every stretch is one `ltpnet.simulate` call from step 0 with its own noise seed;
+pulse times and pharmacology windows are shifted to the stretch. Chunks are one
+record long, so an experiment compiles three chunk shapes whatever its length.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import numpy as np
+
+import ltpnet as lt
+from ltpnet.dynamics import consolidation, synapse
+from ltpnet.params import WINDOWS
+
+MS_PER_H = 3_600_000.0
+MS_PER_MIN = 60_000.0
+
+
+@dataclasses.dataclass
+class Check:
+    """One measured value set against its expected band."""
+
+    key: str
+    value: str
+    expected: str
+    passed: bool
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def check(key: str, value, expected: str, passed, fmt: str = "{:+.1f}") -> Check:
+    """A Check whose `value` is formatted with `fmt` (numbers) or str()."""
+    if isinstance(value, int | float | np.floating):
+        text = fmt.format(float(value))
+    else:
+        text = str(value)
+    return Check(key, text, expected, bool(passed))
+
+
+def pct(x) -> np.ndarray | float:
+    """Relative change `x - 1` in percent (x a ratio after/before)."""
+    out = (np.asarray(x, float) - 1.0) * 100.0
+    return float(out) if out.ndim == 0 else out
+
+
+def distribution(x) -> dict:
+    """Summary of a per-neuron quantity: mean, sd and percentiles."""
+    x = np.asarray(x, float).ravel()
+    x = x[np.isfinite(x)]
+    if x.size == 0:
+        return {"n": 0}
+    q = np.percentile(x, [5, 25, 50, 75, 95])
+    return {"n": int(x.size), "mean": float(x.mean()), "sd": float(x.std()),
+            "p5": float(q[0]), "p25": float(q[1]), "median": float(q[2]),
+            "p75": float(q[3]), "p95": float(q[4])}
+
+
+# --------------------------------------------------------------------------- read-outs
+
+def weights(spec: lt.ModelSpec, params: lt.Params, state: lt.State) -> np.ndarray:
+    """Excitatory weights `(..., n_post, k)` [g_leak] of a (batched) state, on the host."""
+    syn, post = state.syn, state.post
+    q = (consolidation.efficacy(syn.rho, syn.rho_ref, syn.z) if spec.phases
+         else syn.rho)
+    pl = params.plasticity
+    if np.ndim(post.a) == 1:
+        return np.asarray(synapse.weights(q, post.a, pl.w_min, pl.w_max))
+    f = lambda q_, a_: synapse.weights(q_, a_, pl.w_min, pl.w_max)  # noqa: E731
+    return np.asarray(jax.vmap(f)(q, post.a))
+
+
+def pathway_weights(spec: lt.ModelSpec, conn: lt.Connectivity, w) -> np.ndarray:
+    """`(..., n_post, n_pathways)` summed weight per neuron and pathway (per-neuron fEPSP)."""
+    lab = np.asarray(conn.pre_pathway)[np.asarray(conn.pre_idx)]
+    w = np.asarray(w)
+    return np.stack([np.where(lab == i, w, 0.0).sum(-1)
+                     for i in range(spec.n_pathways)], axis=-1)
+
+
+# --------------------------------------------------------------------------- time line
+
+@dataclasses.dataclass
+class Trace:
+    """What `run_timeline` returns (times in ms from the start of the time line).
+
+    Attributes:
+        t: `(n_rec,)` record times.
+        records: name -> `(..., n_rec, ...)` records (batch axis first with a batch).
+        snapshots: time -> dict with `w` `(..., n_post, k)` weights and `a` scaling
+            factors `(..., n_post)` at that time (the times asked for, on the record
+            grid).
+        rates: `(t_start, t_end, rate)` per stretch: mean post rate [Hz] (per member).
+        conn, state: Connectivity and final state.
+        stretches: `(t_start, t_end, "fine" | "coarse")` as run.
+        wall_s: Wall-clock seconds.
+    """
+
+    t: np.ndarray
+    records: dict
+    snapshots: dict
+    rates: list
+    conn: lt.Connectivity
+    state: lt.State
+    stretches: list
+    wall_s: float
+
+    def fepsp(self, spec: lt.ModelSpec, pathway: str, t_base: float) -> np.ndarray:
+        """fEPSP proxy of `pathway` over time, relative to its value at `t_base` ms."""
+        f = self.records["fepsp"][..., spec.pathway_index(pathway)]
+        i = self.index(t_base)
+        return f / f[..., i:i + 1]
+
+    def index(self, t_ms: float) -> int:
+        """Index of the last record at or before `t_ms` (the first record if none)."""
+        return max(int(np.searchsorted(self.t, t_ms + 1e-6, side="right")) - 1, 0)
+
+    def at(self, x: np.ndarray, t_ms: float) -> np.ndarray:
+        """`x[..., index(t_ms)]` for a record-axis-last array."""
+        return x[..., self.index(t_ms)]
+
+
+def _events(protocols) -> np.ndarray:
+    ts = [t for p in protocols for _, times in p.pulses for t in times]
+    ts += [t for p in protocols for t in p.post]
+    return np.sort(np.asarray(ts, float))
+
+
+def plan(protocols, duration_ms: float, *, record_ms: float, lead_ms: float,
+         settle_ms: float, coarse_min_ms: float, cuts=()) -> list[tuple[float, float, str]]:
+    """Stretches `(start, end, kind)` covering `[0, duration_ms)` on the record grid."""
+    g = record_ms
+    end = math.ceil(round(duration_ms / g, 6)) * g
+    active = []
+    for t in _events(protocols):
+        a, b = math.floor((t - lead_ms) / g) * g, math.ceil((t + settle_ms) / g) * g
+        a, b = max(a, 0.0), min(b, end)
+        if active and a <= active[-1][1]:
+            active[-1][1] = max(active[-1][1], b)
+        else:
+            active.append([a, b])
+    out, t0 = [], 0.0
+    for a, b in active + [[end, end]]:
+        if a - t0 >= coarse_min_ms:
+            out.append((t0, a, "coarse"))
+        elif a > t0:
+            out.append((t0, a, "fine"))
+        if b > a:
+            out.append((a, b, "fine"))
+        t0 = max(t0, b)
+    merged = []
+    for s in out:  # join neighbouring fine stretches
+        if merged and merged[-1][2] == s[2] == "fine" and merged[-1][1] == s[0]:
+            merged[-1] = (merged[-1][0], s[1], "fine")
+        else:
+            merged.append(s)
+    cut = sorted({math.ceil(round(c / g, 6)) * g for c in cuts if 0 < c < end})
+    final = []
+    for a, b, kind in merged:  # split at the snapshot times
+        inner = [c for c in cut if a < c < b]
+        for x, y in zip([a, *inner], [*inner, b], strict=True):
+            final.append((x, y, kind))
+    return final
+
+
+def _shift_protocol(p: lt.Protocol, t0: float, t1: float) -> lt.Protocol:
+    pulses = []
+    for name, times in p.pulses:
+        ts = tuple(t - t0 for t in times if t0 <= t < t1)
+        if ts:
+            pulses.append((name, ts))
+    post = tuple(t - t0 for t in p.post if t0 <= t < t1)
+    return lt.Protocol(pulses=tuple(pulses), post=post)
+
+
+def _shift_windows(params: lt.Params, t0: float) -> lt.Params:
+    ph = params.pharmacology
+    kw = {}
+    for w in WINDOWS:
+        on = np.asarray(getattr(ph, w + "_on"), float)
+        off = np.asarray(getattr(ph, w + "_off"), float)
+        # a window that ended before t0 becomes [x, 0): never on. No np.where on
+        # `off > t0`: it would give `on` the batch axis of `off` (stack_params
+        # may batch one and share the other).
+        on2 = np.maximum(on - t0, 0.0)
+        off2 = np.maximum(off - t0, 0.0)
+        kw[w + "_on"] = on2 if on2.ndim else float(on2)
+        kw[w + "_off"] = off2 if off2.ndim else float(off2)
+    return params.replace(pharmacology=ph.replace(**kw))
+
+
+def run_timeline(spec: lt.ModelSpec, params: lt.Params, duration_ms: float,
+                 protocol: lt.Protocol | list | None = None, *, seed: int = 0,
+                 batch: int | None = None, params_axes=None,
+                 variables=("fepsp",), neurons: int | None = None,
+                 snapshots=(), record_ms: float = 1000.0,
+                 coarse_record_ms: float = 60_000.0, coarse_dt: float = 1.0,
+                 coarse_slow_ms: float = 10.0, lead_ms: float = 1000.0,
+                 settle_ms: float = 3000.0, coarse: bool = True, log=None,
+                 conn: lt.Connectivity | None = None,
+                 state: lt.State | None = None) -> Trace:
+    """Run `protocol` for `duration_ms`, quiet stretches on a coarse clock.
+
+    Args:
+        spec, params: The model (its dt and slow_every are used while stimulating).
+        duration_ms: Length of the time line [ms].
+        protocol: A Protocol, or with `batch` one per member.
+        seed: Network seed; stretch i uses noise seed `seed + 7919 * i`.
+        batch, params_axes: As in `ltpnet.simulate`.
+        variables, neurons: Record variables and the neurons they cover.
+        snapshots: Times [ms] at which to keep every weight and scaling factor.
+        record_ms, coarse_record_ms: Record interval while fine / while coarse.
+        coarse_dt, coarse_slow_ms: Time step and slow-clock interval of quiet
+            stretches [ms].
+        lead_ms, settle_ms: Fine steps from this long before each stimulus to this
+            long after it.
+        coarse: False runs every stretch at `spec.dt` (the reference).
+        log: Called with a progress line per stretch (or None).
+        conn, state: Start from these (state batched with `batch`).
+
+    Returns:
+        A `Trace`.
+    """
+    import time
+
+    t_wall = time.perf_counter()
+    protocols = (list(protocol) if isinstance(protocol, list | tuple)
+                 else [protocol or lt.Protocol()])
+    g = record_ms
+    if coarse:
+        n_slow = coarse_slow_ms / coarse_dt
+        if abs(n_slow - round(n_slow)) > 1e-9 or round(n_slow) < 1:
+            raise ValueError(f"coarse_slow_ms={coarse_slow_ms} must be a whole number "
+                             f"of coarse_dt={coarse_dt} steps")
+        for name, v in (("record_ms", record_ms), ("coarse_record_ms", coarse_record_ms)):
+            k = v / coarse_slow_ms
+            if abs(k - round(k)) > 1e-9:
+                raise ValueError(f"{name}={v} must be a multiple of "
+                                 f"coarse_slow_ms={coarse_slow_ms}")
+    fine_every = round(record_ms / spec.dt)
+    if abs(fine_every * spec.dt - record_ms) > 1e-6 or fine_every % spec.slow_every:
+        raise ValueError(f"record_ms={record_ms} must be a whole number of slow steps "
+                         f"({spec.slow_every} x dt={spec.dt} ms)")
+    stretches = plan(protocols, duration_ms, record_ms=g, lead_ms=lead_ms,
+                     settle_ms=settle_ms,
+                     coarse_min_ms=(2 * coarse_record_ms if coarse else math.inf),
+                     cuts=snapshots)
+    cspec = dataclasses.replace(spec, dt=float(coarse_dt),
+                                slow_every=round(coarse_slow_ms / coarse_dt))
+    obs_kw = dict(variables=tuple(variables), neurons=neurons)
+    ts, recs, rates, snaps = [], [], [], {}
+    snap_at = {math.ceil(round(c / g, 6)) * g for c in snapshots}
+    if state is None:
+        first = params if batch is None else jax.tree_util.tree_map(
+            lambda ax, x: x if ax is None else np.asarray(x)[0], params_axes, params,
+            is_leaf=lambda x: x is None) if params_axes is not None else params
+        conn_b, state = lt.build(spec, first, seed)
+        conn = conn or conn_b
+        if batch is not None:
+            state = jax.tree_util.tree_map(
+                lambda a: np.broadcast_to(a, (batch,) + np.shape(a)).copy(), state)
+    if 0.0 in snap_at:
+        snaps[0.0] = _snapshot(spec, params, state)
+
+    def one(sp, t0, t1, every_ms, i):
+        nonlocal conn, state
+        every = round(every_ms / sp.dt)
+        obs = lt.Observe(every=every, **obs_kw)
+        ps = [_shift_protocol(p, t0, t1) for p in protocols]
+        res = lt.simulate(sp, _shift_windows(params, t0), t1 - t0, seed=seed,
+                          noise_seed=seed + 7919 * i,
+                          protocol=ps if len(ps) > 1 else ps[0], observe=obs,
+                          records_per_chunk=1, conn=conn, state=state, batch=batch,
+                          params_axes=params_axes)
+        conn, state = res.conn, res.state
+        ts.append(res.t + t0)
+        recs.append(res.records)
+        n = res.spike_count.shape[-1]
+        rates.append((t0, t1, res.spike_count.sum(-1) / (spec.n_post * n * sp.dt / 1e3)))
+
+    for i, (t0, t1, kind) in enumerate(stretches):
+        if kind == "fine":
+            one(spec, t0, t1, g, i)
+        else:
+            bulk = math.floor(round((t1 - t0) / coarse_record_ms, 6)) * coarse_record_ms
+            one(cspec, t0, t0 + bulk, coarse_record_ms, i)
+            if t1 > t0 + bulk:
+                one(cspec, t0 + bulk, t1, g, i + 100_003)
+        if t1 in snap_at:
+            snaps[t1] = _snapshot(spec, params, state)
+        if log is not None:
+            log(f"{t1 / MS_PER_MIN:8.1f} min of {stretches[-1][1] / MS_PER_MIN:.1f} "
+                f"({kind}, {time.perf_counter() - t_wall:.0f} s)")
+    ax = 0 if batch is None else 1
+    records = {k: np.concatenate([r[k] for r in recs], axis=ax) for k in variables}
+    return Trace(t=np.concatenate(ts), records=records, snapshots=snaps, rates=rates,
+                 conn=conn, state=state, stretches=stretches,
+                 wall_s=time.perf_counter() - t_wall)
+
+
+def _snapshot(spec, params, state) -> dict:
+    return {"w": weights(spec, params, state), "a": np.asarray(state.post.a)}
+
+
+def stack_params(members: list[lt.Params]):
+    """`(params, params_axes)` for `simulate(batch=len(members))`: leaves that differ
+    between members get a leading batch axis, the others stay shared."""
+    leaves = [jax.tree_util.tree_leaves(m) for m in members]
+    treedef = jax.tree_util.tree_structure(members[0])
+    out, axes = [], []
+    for vals in zip(*leaves, strict=True):
+        arrs = [np.asarray(v, float) for v in vals]
+        if all(np.array_equal(arrs[0], a) for a in arrs[1:]):
+            out.append(vals[0])
+            axes.append(None)
+        else:
+            out.append(np.stack(arrs))
+            axes.append(0)
+    return (jax.tree_util.tree_unflatten(treedef, out),
+            jax.tree_util.tree_unflatten(treedef, axes))

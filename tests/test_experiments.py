@@ -1,0 +1,268 @@
+"""The canonical experiments: the framework, the time line, and every --quick version."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import ltpnet as lt
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import experiments as ex  # noqa: E402
+from experiments import _common as cm  # noqa: E402
+
+# --------------------------------------------------------------------------- engine
+
+
+def _pulse_calcium(dt, calcium_step):
+    """Calcium of one synapse after one presynaptic pulse at rest, float64."""
+    spec = lt.ModelSpec(n_post=1, k=1, pathways=(("S1", 1),), dt=dt, dtype="float64",
+                        phases=False, homeostasis=False, calcium_step=calcium_step)
+    p = (lt.Params().with_values("input", rate=0.0)  # no EPSP: B stays at rest
+         .with_values("plasticity", w_min=0.0, w_max=1e-12))
+    obs = lt.Observe(every=1, variables=("c",))
+    res = lt.simulate(spec, p, 200.0, protocol=lt.Protocol().add_pulses("S1", [0.0]),
+                      observe=obs)
+    return res.t - dt, res.records["c"][:, 0, 0], p
+
+
+def _reference_calcium(t, p, B):
+    """c(t) = alpha B tau_C tau_N/(tau_N - tau_C) (e^{-t/tau_N} - e^{-t/tau_C})."""
+    a = p.calcium.alpha_N / 1000.0
+    tn, tc = p.input.tau_N, p.calcium.tau_Ca
+    return a * B * tn * tc / (tn - tc) * (np.exp(-t / tn) - np.exp(-t / tc))
+
+
+@pytest.mark.parametrize("dt", [0.2, 1.0, 5.0])
+def test_exponential_calcium_step_is_exact_at_any_dt(dt, x64):
+    t, c, p = _pulse_calcium(dt, "exponential")
+    B = 1.0 / (1.0 + (p.calcium.Mg / 3.57) * np.exp(-0.062 * p.neuron.E_L))
+    # the pulse arrives at the start of step 0; record i is the end of step i
+    ref = _reference_calcium(t + dt, p, B)
+    np.testing.assert_allclose(c, ref, rtol=1e-9, atol=1e-12)
+
+
+def test_euler_calcium_peak_grows_with_dt(x64):
+    peaks = [_pulse_calcium(dt, "euler")[1].max() for dt in (0.2, 5.0)]
+    exact = _pulse_calcium(5.0, "exponential")[1].max()
+    assert peaks[1] > 1.1 * peaks[0]
+    assert abs(peaks[0] / exact - 1) < 0.02
+
+
+def test_bad_calcium_step_is_named():
+    with pytest.raises(ValueError, match=r"calcium_step must be one of \['euler', "
+                                         r"'exponential'\], got calcium_step='rk4'"):
+        lt.ModelSpec(calcium_step="rk4").check()
+
+
+def _busy_spec():
+    return lt.ModelSpec(n_post=6, k=40, pathways=(("S1", 30), ("bg", 100)), dt=0.2,
+                        slow_every=5, rng="hash")
+
+
+def test_protocol_per_member_equals_separate_runs():
+    spec = _busy_spec()
+    p = lt.Params().with_values("input", rate=2.0)
+    prots = [lt.Protocol().train("S1", 50.0, f, 30) for f in (20.0, 100.0)]
+    obs = lt.Observe(every=500, variables=("fepsp", "r"))
+    rb = lt.simulate(spec, p, 1500.0, protocol=prots, batch=2, observe=obs, seed=3)
+    assert rb.spike_count.sum() > 0
+    for b, prot in enumerate(prots):
+        r = lt.simulate(spec, p, 1500.0, protocol=prot, observe=obs, seed=3)
+        np.testing.assert_array_equal(rb.spike_count[b], r.spike_count)
+        np.testing.assert_allclose(rb.records["fepsp"][b], r.records["fepsp"], rtol=1e-6)
+    assert not np.array_equal(rb.spike_count[0], rb.spike_count[1])
+
+
+def test_protocol_list_needs_matching_batch():
+    spec = _busy_spec()
+    with pytest.raises(ValueError, match="a sequence of 2 protocols needs batch=2"):
+        lt.simulate(spec, lt.Params(), 10.0, protocol=[lt.Protocol()] * 2, batch=3)
+
+
+# --------------------------------------------------------------------------- time line
+
+def test_plan_covers_the_time_line_fine_around_events():
+    prot = lt.Protocol().tetanus("S1", at=600_000.0).test_pulses("S1", 0.0, 3.6e6, 1.2e6)
+    st = cm.plan([prot], 3.6e6, record_ms=1000.0, lead_ms=1000.0, settle_ms=3000.0,
+                 coarse_min_ms=120_000.0, cuts=(1_800_000.0,))
+    assert st[0][0] == 0.0 and st[-1][1] == 3.6e6
+    assert all(a[1] == b[0] for a, b in zip(st, st[1:], strict=False))
+    fine = [(a, b) for a, b, k in st if k == "fine"]
+    for t in (0.0, 600_000.0, 601_000.0, 1_200_000.0, 2_400_000.0):
+        assert any(a <= t < b for a, b in fine), t
+    assert any(b == 1_800_000.0 for _, b, _ in st)  # cut at the snapshot
+    assert sum(b - a for a, b, k in st if k == "coarse") > 3.0e6
+
+
+def test_timeline_without_coarse_steps_equals_simulate():
+    spec = _busy_spec()
+    p = lt.Params()
+    prot = lt.Protocol().tetanus("S1", at=200.0, n=20)
+    tr = cm.run_timeline(spec, p, 2000.0, prot, seed=2, coarse=False, record_ms=100.0)
+    r = lt.simulate(spec, p, 2000.0, protocol=prot, seed=2,
+                    observe=lt.Observe(every=500, variables=("fepsp",)))
+    np.testing.assert_allclose(tr.records["fepsp"], r.records["fepsp"], rtol=1e-6)
+    np.testing.assert_allclose(tr.t, r.t)
+
+
+def test_timeline_coarse_quiet_stretches_match_fine_steps():
+    """Tetanus, then 4 min quiet: 1-ms steps in the quiet stretch keep the change."""
+    spec = lt.ModelSpec(n_post=4, k=100, pathways=(("S1", 100), ("S2", 100), ("bg", 800)),
+                        dt=0.2, slow_every=5, rng="hash", calcium_step="exponential")
+    p = lt.Params()
+    prot = lt.Protocol().tetanus("S1", at=10_000.0)
+    out = []
+    for coarse in (False, True):
+        tr = cm.run_timeline(spec, p, 250_000.0, prot, seed=1, coarse=coarse,
+                             coarse_record_ms=30_000.0, snapshots=(250_000.0,))
+        out.append((cm.pct(tr.at(tr.fepsp(spec, "S1", 9_000.0), 250_000.0)),
+                    cm.pct(tr.at(tr.fepsp(spec, "S2", 9_000.0), 250_000.0))))
+    (f1, f2), (c1, c2) = out
+    assert f1 > 20.0  # the tetanus potentiated S1
+    assert abs(c1 - f1) < 0.1 * f1 and abs(c2 - f2) < 2.0
+
+
+def test_timeline_shifts_pharmacology_windows():
+    p = lt.Params().with_values("pharmacology", apv_on=5000.0, apv_off=9000.0,
+                                ttx_on=1000.0, ttx_off=2000.0)
+    q = cm._shift_windows(p, 6000.0).pharmacology
+    assert (q.apv_on, q.apv_off) == (0.0, 3000.0)
+    assert q.ttx_on == q.ttx_off == 0.0
+
+
+def test_stack_params_batches_only_what_differs():
+    a = lt.Params()
+    b = a.with_values("pharmacology", apv_on=0.0, apv_off=1e6)
+    params, axes = cm.stack_params([a, b])
+    assert axes.pharmacology.apv_off == 0 and axes.plasticity.theta_p is None
+    np.testing.assert_array_equal(params.pharmacology.apv_off, [0.0, 1e6])
+
+
+# --------------------------------------------------------------------------- framework
+
+TOY = '''
+[spec]
+n_post = 2
+k = 10
+pathways = { S1 = 10, bg = 20 }
+[run]
+seed = 4
+[experiment]
+n_pulses = 5
+every_ms = "2 s"
+freqs_hz = [1.0, 2.0]
+[quick.experiment]
+n_pulses = 2
+'''
+
+
+@pytest.fixture
+def toy(tmp_path, monkeypatch):
+    """A registered experiment `toy` with its own config."""
+    cfgs = tmp_path / "configs"
+    cfgs.mkdir()
+    (cfgs / "toy.toml").write_text(TOY)
+    mod = types.ModuleType("experiments.toy")
+    mod.__doc__ = "Toy protocol: n pulses.\n\nMore."
+    mod.DEFAULTS = {"n_pulses": 10, "every_ms": 1000.0, "freqs_hz": [1.0]}
+    mod.SUMMARY_KEYS = ("n",)
+
+    def run(ctx):
+        return {"n": ctx.exp["n_pulses"], "every": ctx.exp["every_ms"],
+                "n_post": ctx.spec.n_post, "seed": ctx.seed}
+
+    mod.run = run
+    mod.checks = lambda s, quick: [cm.check("n", s["n"], "> 3", s["n"] > 3, "{:.0f}")]
+    mod.plot = lambda s, path: Path(path).write_bytes(b"png")
+    monkeypatch.setitem(sys.modules, "experiments.toy", mod)
+    monkeypatch.setattr(ex, "NAMES", ex.NAMES + ("toy",))
+    monkeypatch.setattr(ex, "CONFIGS", cfgs)
+    return cfgs
+
+
+def test_run_writes_summary_figure_and_report(toy, tmp_path):
+    out = tmp_path / "out"
+    doc = ex.run("toy", out, log=lambda m: None)
+    assert doc["summary"] == {"n": 5, "every": 2000.0, "n_post": 2, "seed": 4}
+    saved = json.loads((out / "toy" / "summary.json").read_text())
+    assert saved["checks"] == [{"key": "n", "value": "5", "expected": "> 3",
+                                "passed": True}]
+    assert (out / "toy" / "toy.png").is_file()
+    report = (out / "report.md").read_text()
+    assert "## toy" in report and "Toy protocol: n pulses." in report
+    assert "| `n` | 5 | > 3 | pass |" in report
+
+
+def test_quick_neurons_seed_and_set_apply(toy, tmp_path):
+    doc = ex.run("toy", tmp_path, quick=True, neurons=7, seed=9,
+                 overrides=["experiment.every_ms=3 s"], log=lambda m: None)
+    assert doc["summary"] == {"n": 2, "every": 3000.0, "n_post": 7, "seed": 9}
+    assert doc["checks"][0]["passed"] is False
+    assert "**fail**" in (tmp_path / "report.md").read_text()
+
+
+@pytest.mark.parametrize("text, msg", [
+    ('[experiment]\nn_pulse = 3\n', "unknown key 'n_pulse' in \\[experiment\\]; did you "
+                                    "mean 'n_pulses'\\?"),
+    ('[experiment]\nn_pulses = 2.5\n', "n_pulses must be an integer, got n_pulses=2.5"),
+    ('[experiment]\nfreqs_hz = []\n', "freqs_hz must be a non-empty array of numbers"),
+    ('[experiment]\nevery_ms = "2 parsecs"\n', "unknown unit 'parsecs'"),
+    ('[protocol]\nx = 1\n', "\\[protocol\\] is not used by experiments"),
+    ('[spec]\nn_post = -1\n', "n_post"),
+])
+def test_bad_config_is_named_before_work(toy, tmp_path, text, msg):
+    (toy / "toy.toml").write_text(text)
+    with pytest.raises(ex.ExperimentError, match=msg):
+        ex.run("toy", tmp_path, log=lambda m: None)
+    assert not (tmp_path / "toy").exists()
+
+
+def test_unknown_experiment_lists_the_choices(toy):
+    with pytest.raises(ex.ExperimentError, match="unknown experiment 'tyo'; did you "
+                                                 "mean 'toy'\\?"):
+        ex.load("tyo")
+
+
+def test_cli_reports_a_bad_name(capsys):
+    from ltpnet.cli import main
+
+    assert main(["experiment", "no_such_thing", "-o", "/tmp/unused"]) == 2
+    assert "unknown experiment 'no_such_thing'" in capsys.readouterr().err
+
+
+def test_cli_rejects_bad_neurons(capsys):
+    from ltpnet.cli import main
+
+    name = ex.available()[0] if ex.available() else None
+    if name is None:
+        pytest.skip("no experiment configs")
+    assert main(["experiment", name, "--neurons", "0", "-o", "/tmp/unused"]) == 2
+    assert "--neurons must be a positive integer, got 0" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- quick runs
+
+@pytest.mark.parametrize("name", ex.available())
+def test_quick_version_shows_every_effect(name, tmp_path):
+    doc = ex.run(name, tmp_path, quick=True, log=lambda m: None)
+    mod = ex._module(name)
+    missing = [k for k in mod.SUMMARY_KEYS if k not in doc["summary"]]
+    assert not missing, f"summary.json lacks {missing}"
+    failed = [c for c in doc["checks"] if not c["passed"]]
+    assert doc["checks"] and not failed, failed
+    assert (tmp_path / name / f"{name}.png").stat().st_size > 1000
+
+
+def test_every_experiment_of_the_issue_is_registered():
+    assert len(ex.NAMES) == 12 and len(set(ex.NAMES)) == 12
+    for f in dataclasses.fields(ex.Context):
+        assert f.name in ex.Context.__doc__
