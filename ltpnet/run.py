@@ -34,6 +34,7 @@ from .step import Drive, discretise, slow_step, step
 
 def _run_impl(spec: ModelSpec, obs: Observe, n_records: int, params: Params,
               conn: Connectivity, state: State, drive: Drive, key, step0):
+    obs.check(spec)  # at trace time: a clear error instead of a failed reshape
     if spec.fused:
         from . import fused
 

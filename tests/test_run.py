@@ -473,3 +473,14 @@ def test_observe_check_rejects_misaligned_records():
     with pytest.raises(ValueError, match="unknown record variable"):
         ltpnet.Observe(every=9, variables=("rhoo",)).check(spec)
     assert ltpnet.Observe(every=9).check(spec).every == 9
+
+
+def test_run_chunk_checks_the_recording_plan():
+    spec = ltpnet.ModelSpec(n_post=2, k=5, pathways=(("S1", 10),), slow_every=4)
+    conn, state = ltpnet.build(spec, ltpnet.Params(), 0)
+    obs = ltpnet.Observe(every=6)
+    drive = ltpnet.Protocol().drive(spec, 0, 6)
+    with pytest.raises(ValueError, match="Observe.every=6 must be a multiple of "
+                                         "slow_every=4"):
+        ltpnet.run_chunk(spec, obs, 1, ltpnet.Params(), conn, state, drive,
+                         jax.random.key(0), jnp.int32(0))

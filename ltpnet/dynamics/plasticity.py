@@ -34,7 +34,8 @@ def update_rho(rho, c, kr, theta_d, theta_p, gamma_d, gamma_p, rho_star,
     the hard gate.
     """
     if step_fn is None:
-        drive = gamma_p * (1 - rho) * (c > theta_p) - gamma_d * rho * (c > theta_d)
+        drive = (gamma_p * (1 - rho) * (c > theta_p).astype(rho.dtype)
+                 - gamma_d * rho * (c > theta_d).astype(rho.dtype))
     else:
         drive = (gamma_p * (1 - rho) * step_fn(c, theta_p)
                  - gamma_d * rho * step_fn(c, theta_d))
