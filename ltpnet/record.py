@@ -59,7 +59,9 @@ class Observe:
         """Raise ValueError naming the bad field and what is allowed."""
         if not isinstance(self.every, int) or self.every < 1:
             raise ValueError(f"Observe.every must be a positive integer, got {self.every!r}")
-        if self.every % spec.slow_every:
+        # the per-step engine scans whole slow blocks between records; the fused
+        # engine applies the slow clock by step index and only needs whole syn_blocks
+        if not spec.fused and self.every % spec.slow_every:
             raise ValueError(f"Observe.every={self.every} must be a multiple of "
                              f"slow_every={spec.slow_every}")
         if self.every % spec.syn_block:
