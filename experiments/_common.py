@@ -298,7 +298,8 @@ def run_timeline(spec: lt.ModelSpec, params: lt.Params, duration_ms: float,
             one(spec, t0, t1, g, i)
         else:
             bulk = math.floor(round((t1 - t0) / coarse_record_ms, 6)) * coarse_record_ms
-            one(cspec, t0, t0 + bulk, coarse_record_ms, i)
+            if bulk > 0:  # a coarse stretch cut short by a snapshot may hold none
+                one(cspec, t0, t0 + bulk, coarse_record_ms, i)
             if t1 > t0 + bulk:
                 one(cspec, t0 + bulk, t1, g, i + 100_003)
         if t1 in snap_at:

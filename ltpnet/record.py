@@ -3,14 +3,17 @@
 Every `every` steps the observers below are evaluated on the state; the spikes of
 the first `spike_neurons` post neurons and of the first `input_neurons` inputs are
 kept every step. Per-synapse traces are opt-in and cover the synapses of the first
-`neurons` post neurons only.
+`neurons` post neurons only. `spine` turns weights into spine-structure folds.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 
 from . import units
 from .spec import ModelSpec
@@ -98,6 +101,32 @@ def pathway_sums(spec: ModelSpec, w, syn_pathway) -> jnp.ndarray:
         return jnp.sum(w)[None]
     return jnp.stack([jnp.sum(jnp.where(syn_pathway == i, w, 0.0))
                       for i in range(spec.n_pathways)])
+
+
+class SpineFolds(NamedTuple):
+    """Spine read-out of a weight change (see `spine`)."""
+
+    volume: object  # spine-head volume, relative to the reference [1]
+    area: object  # spine-head surface area, relative to the reference [1]
+
+
+def spine(w, w_ref) -> SpineFolds:
+    """Spine-head volume and surface-area folds of weights `w` relative to `w_ref`.
+
+    The AMPA conductance of a synapse is proportional to its spine-head volume
+    (Matsuzaki et al. 2001, 2004), so the volume fold is the weight (conductance)
+    fold `w / w_ref`; the surface area of a head of fixed shape grows as
+    volume^(2/3). `w` and `w_ref` are weights [g_leak] of the same synapses (any
+    broadcastable shapes: NumPy or JAX arrays, also under `jit`; `w_ref > 0`, which holds for
+    weights of a model with `w_min > 0`), e.g. after and before an induction.
+
+    Returns:
+        `SpineFolds(volume, area)`, each shaped like `w / w_ref`.
+    """
+    if not isinstance(w, jax.Array) and not isinstance(w_ref, jax.Array):
+        w, w_ref = np.asarray(w, float), np.asarray(w_ref, float)  # lists, scalars
+    volume = w / w_ref
+    return SpineFolds(volume=volume, area=volume ** (2.0 / 3.0))
 
 
 def observe(spec: ModelSpec, obs: Observe, co: Coeffs, conn, state: State) -> dict:

@@ -81,7 +81,7 @@ def fast_params(k: int = 10, **groups) -> ltpnet.Params:
     p = ltpnet.Params.bench_v1(k)
     changes = {
         "input": dict(rate=0.0),
-        "neuron": dict(A_bAP=20.0),
+        "neuron": dict(A_bAP=20.0, tau_bAP=5.0),
         "calcium": dict(tau_Ca=8.0, C_pre=0.6, C_post=0.9),
         "plasticity": dict(tau_rho=5000.0, w_max=0.4),
         "consolidation": dict(

@@ -6,6 +6,7 @@ and chunking, so the compiled chunk is shared by the tests of this module.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import textwrap
@@ -245,8 +246,10 @@ def test_resume_refuses_an_edited_config(finished, tmp_path, capsys):
 
     out = tmp_path / "edited"
     shutil.copytree(finished, out)
-    text = (out / "config.toml").read_text().replace("theta_p = 1.3", "theta_p = 1.4")
-    (out / "config.toml").write_text(text)
+    text = (out / "config.toml").read_text()
+    edited = re.sub(r"(?m)^theta_p = .*$", "theta_p = 4.321", text)
+    assert edited != text
+    (out / "config.toml").write_text(edited)
     assert main(["run", "--resume", str(out)]) == 2
     assert "differs from the config stored in" in capsys.readouterr().err
 

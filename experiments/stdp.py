@@ -1,0 +1,217 @@
+"""STDP window (Bi & Poo 1998): 60 pairings at 1 Hz of a pulse to pathway S1 with a spike forced in every CA1 cell Δt later (Δt = t_post − t_pre from −100 to +100 ms); the S1 fEPSP proxy (summed weight) is measured 30 min after the last pairing, relative to just before the first.
+
+Preparation: the hippocampal default parameters (`ltpnet.Params()`). Bi & Poo
+recorded pairs of cultured hippocampal neurons (EPSC amplitude 20-30 min after the
+pairing); the model is not refitted to cultures, so this is the slice model under the
+culture protocol. Every Δt is one member of a single vmapped batch (same network,
+same seed). The post spike is forced by current injection in all cells, so it also
+pairs the background inputs that happen to fire; `bg` is the control pathway.
+Expected (SCIENCE.md 2b and 3.2): LTP peaking at +5 to +10 ms (+50 to +100 %), LTD at
+−5 to −20 ms (−20 to −40 %), no change beyond ±60 ms.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+import ltpnet as lt
+from experiments import ExperimentError
+from experiments import _common as cm
+from experiments.frequency_response import sweep
+
+DEFAULTS = {
+    "pathway": "S1",
+    "control": "bg",
+    "delta_t": [-100.0, -80.0, -60.0, -40.0, -30.0, -20.0, -15.0, -10.0, -5.0,
+              5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 60.0, 80.0, 100.0],
+    "n_pairs": 60,
+    "pair_freq_hz": 1.0,
+    "baseline_ms": 10_000.0,
+    "after_ms": 1_800_000.0,
+}
+SUMMARY_KEYS = ("dt_ms", "change_pct")
+
+DATA = Path(lt.__file__).resolve().parent / "data" / "bi_poo_1998_binned.csv"
+BINS = (-120.0, -40.0, -20.0, -10.0, 0.0, 10.0, 20.0, 40.0, 120.0)
+
+
+def bi_poo_binned() -> list[dict]:
+    """Bi & Poo (1998) binned means: dt_ms, pct, sem_pct, bin (lo, hi]."""
+    with open(DATA, newline="") as f:
+        rows = list(csv.DictReader(line for line in f if not line.startswith("#")))
+    out = []
+    for r, lo, hi in zip(rows, BINS[:-1], BINS[1:], strict=True):
+        out.append({"dt_ms": float(r["dt_ms"]), "pct": (float(r["ratio"]) - 1) * 100,
+                    "sem_pct": float(r["sem"]) * 100, "bin": (lo, hi)})
+    return out
+
+
+def _bi_poo_points():
+    """`(45, 2)` Bi & Poo (1998) points: dt_ms, % change (None if the file is absent)."""
+    path = DATA.with_name("bi_poo_1998.csv")
+    if not path.is_file():
+        return None
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(line for line in f if not line.startswith("#")))
+    return np.array([[float(r["dt_ms"]), (float(r["ratio"]) - 1) * 100] for r in rows])
+
+
+def _validate(spec: lt.ModelSpec, exp: dict) -> None:
+    for key in ("pathway", "control"):
+        if exp[key] not in spec.pathway_names:
+            raise ExperimentError(f"[experiment] {key} must be one of the pathways "
+                                  f"{list(spec.pathway_names)}, got {key}={exp[key]!r}")
+    f = exp["pair_freq_hz"]
+    if not f > 0:
+        raise ExperimentError(f"[experiment] pair_freq_hz must be > 0 Hz, got "
+                              f"pair_freq_hz={f}")
+    period = 1000.0 / f
+    bad = [d for d in exp["delta_t"] if not abs(d) < period / 2]
+    if bad:
+        raise ExperimentError(f"[experiment] delta_t must lie strictly within ±half the pair "
+                              f"period ({period / 2:g} ms at pair_freq_hz={f:g}), so each "
+                              f"post spike belongs to one pre pulse; got delta_t="
+                              f"{exp['delta_t']} (bad: {bad})")
+    if exp["n_pairs"] < 1:
+        raise ExperimentError(f"[experiment] n_pairs must be >= 1, got n_pairs="
+                              f"{exp['n_pairs']}")
+    if exp["baseline_ms"] < 2_000.0 + max(0.0, -min(exp["delta_t"])):
+        raise ExperimentError(f"[experiment] baseline_ms must be >= 2 s (plus the largest "
+                              f"negative dt), got baseline_ms={exp['baseline_ms']} ms")
+    if exp["after_ms"] <= 0:
+        raise ExperimentError(f"[experiment] after_ms must be > 0 ms, got after_ms="
+                              f"{exp['after_ms']} ms")
+
+
+def run(ctx) -> dict:
+    spec, exp = ctx.spec, ctx.exp
+    _validate(spec, exp)
+    dts = [float(d) for d in exp["delta_t"]]
+    t0 = exp["baseline_ms"]
+    prots = [lt.Protocol().pairing(exp["pathway"], t0, exp["pair_freq_hz"],
+                                   exp["n_pairs"], d) for d in dts]
+    # one read-out time for all: 30 min after the last event of the longest protocol
+    ends = [max(p.end() for p in prots)] * len(prots)
+    res = sweep(ctx, prots, ends)
+    out = {
+        "dt_ms": dts,
+        "change_pct": res["change"].round(2).tolist(),
+        "control_change_pct": res["control"].round(2).tolist(),
+        "n_pairs": exp["n_pairs"], "pair_freq_hz": exp["pair_freq_hz"],
+        "read_after_min": exp["after_ms"] / cm.MS_PER_MIN,
+        "time_min": res["t_min"].round(3).tolist(),
+        "trace_pct": res["trace_pct"].round(2).tolist(),
+        "bi_poo_1998": bi_poo_binned(),
+    }
+    out["bins"] = _binned(dts, res["change"])
+    if ctx.neurons is not None:
+        out["neurons"] = {"change_pct": [cm.distribution(x) for x in res["per_neuron"]]}
+    return out
+
+
+def _binned(dts, change) -> list:
+    """Model mean over the Δt of each Bi & Poo bin (None where no Δt falls in it)."""
+    d, c = np.asarray(dts, float), np.asarray(change, float)
+    out = []
+    for b in bi_poo_binned():
+        lo, hi = b["bin"]
+        m = (d > lo) & (d <= hi)
+        out.append(float(c[m].mean()) if m.any() else None)
+    return out
+
+
+def checks(summary: dict, quick: bool) -> list:
+    d = np.asarray(summary["dt_ms"], float)
+    c = np.asarray(summary["change_pct"], float)
+    out = []
+    if quick:
+        for i in np.argsort(d):
+            want = d[i] > 0
+            out.append(cm.check(f"change_pct @ {d[i]:+g} ms", c[i],
+                                "> 0 (LTP)" if want else "< 0 (LTD)",
+                                c[i] > 0 if want else c[i] < 0))
+        return out
+    pos, neg = d > 0, (d >= -20) & (d <= -5)
+    if pos.any():
+        i = np.flatnonzero(pos)[np.argmax(c[pos])]
+        out.append(cm.check("Δt of largest LTP [ms]", d[i], "+5 to +10 ms",
+                            5 <= d[i] <= 10, "{:+g}"))
+        out.append(cm.check("largest LTP [%]", c[i], "+50 to +100 %", 50 <= c[i] <= 100))
+    if neg.any():
+        out.append(cm.check("change_pct, Δt in −20…−5 ms (least negative)",
+                            c[neg].max(), "< 0 at every Δt (LTD)", c[neg].max() < 0))
+        j = np.flatnonzero(neg)[np.argmin(c[neg])]
+        out.append(cm.check("largest LTD in −20…−5 ms [%]", c[j], "−20 to −40 %",
+                            -40 <= c[j] <= -20))
+    far = np.abs(d) >= 60
+    if far.any():
+        k = np.flatnonzero(far)[np.argmax(np.abs(c[far]))]
+        out.append(cm.check(f"|change| for |Δt| ≥ 60 ms (largest, at {d[k]:+g} ms)", c[k],
+                            "≈ 0 (within ±10 %)", abs(c[k]) <= 10))
+    for b, m in zip(summary["bi_poo_1998"], summary["bins"], strict=True):
+        if m is None:
+            continue
+        lo, hi = b["bin"]
+        out.append(cm.check(f"bin ({lo:g}, {hi:g}] ms mean", m,
+                            f"{b['pct']:+.1f} ± 2×{b['sem_pct']:.1f} (Bi & Poo)",
+                            abs(m - b["pct"]) <= 2 * b["sem_pct"]))
+    return out
+
+
+def plot(summary: dict, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    d = np.asarray(summary["dt_ms"], float)
+    c = np.asarray(summary["change_pct"], float)
+    ctl = np.asarray(summary["control_change_pct"], float)
+    o = np.argsort(d)
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.6))
+    bp = summary["bi_poo_1998"]
+    pts = _bi_poo_points()
+    if pts is not None:
+        ax.plot(pts[:, 0], pts[:, 1], "o", mfc="none", color="0.55", ms=4,
+                label="Bi & Poo 1998, the 45 cells")
+    ax.errorbar([b["dt_ms"] for b in bp], [b["pct"] for b in bp],
+                yerr=[b["sem_pct"] for b in bp], fmt="s", color="k", ms=5, capsize=3,
+                label="Bi & Poo 1998, binned mean ± SEM")
+    x = np.linspace(-100, 100, 401)
+    fit = np.where(x > 0, 78 * np.exp(-x / 15.6), -22.6 * np.exp(x / 42.3))
+    ax.plot(x[x > 0], fit[x > 0], color="0.6", lw=1, label="exponential fit to the data")
+    ax.plot(x[x < 0], fit[x < 0], color="0.6", lw=1)
+    ax.axhline(0, color="k", lw=0.8)
+    ax.axvline(0, color="k", lw=0.5, ls=":")
+    ax.plot(d[o], c[o], "o-", color="C3", lw=2,
+            label=f"ltpnet, {summary['n_pairs']} pairs at {summary['pair_freq_hz']:g} Hz")
+    ax.plot(d[o], ctl[o], "s--", color="C0", ms=3, lw=1, label="control pathway (bg)")
+    nd = summary.get("neurons")
+    if nd:
+        q = [nd["change_pct"][i] for i in o]
+        ok = [i for i, v in enumerate(q) if v.get("n", 0) > 0]
+        ax.fill_between(d[o][ok], [q[i]["p25"] for i in ok], [q[i]["p75"] for i in ok],
+                        color="C3", alpha=0.2, lw=0, label="per neuron, 25-75 %")
+    ax.set_xlabel("Δt = t_post − t_pre [ms]")
+    ax.set_ylabel(f"change {summary['read_after_min']:g} min after [%]")
+    ax.set_title("STDP window")
+    ax.legend(fontsize=8)
+    t = np.asarray(summary["time_min"])
+    tr = np.asarray(summary["trace_pct"])
+    cmap = plt.get_cmap("coolwarm")
+    for j, i in enumerate(o):
+        bx.plot(t, tr[i], color=cmap(j / max(len(o) - 1, 1)), lw=1,
+                label=f"{d[i]:+g} ms" if len(o) <= 8 or j % 3 == 0 else None)
+    span = summary["n_pairs"] / summary["pair_freq_hz"] / 60
+    bx.axvspan(0, span, color="0.9", lw=0)
+    bx.axhline(0, color="k", lw=0.8)
+    bx.set_xlabel("time from the first pairing [min] (shading: pairing)")
+    bx.set_ylabel("fEPSP proxy of the paired pathway [% change]")
+    bx.set_title("Time courses")
+    bx.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,228 @@
+"""Synaptic tagging and capture (Frey & Morris 1997, 1998). Two pathways of the same
+neurons, S1 (strong) and S2 (weak), in four batched runs aligned on a weak tetanus of S2
+(WTET: one train of 21 pulses at 100 Hz): S2 alone; S2 30 min after the start of a
+strong tetanus of S1 (STET: 3 trains of 100 pulses at 100 Hz, 10 min apart; SCIENCE.md
+section 3.8); S2 1 h and 4 h before the STET of S1. S2's fEPSP proxy (summed weight) is
+read 8 h after its WTET, relative to 1 s before the first stimulus, with 0.1 Hz
+spontaneous input and no test pulses.
+
+Expected: the weak input gets late LTP (is captured) when the strong one comes 30 min
+before it or 1 h after it, not when it comes 4 h after (the tag has decayed; Frey &
+Morris 1998: weaker or absent at 2-4 h), and not without the strong input (WTET alone
+gives early LTP that decays). Captured: >= +20 % at 8 h; not captured: <= +10 %.
+
+The four conditions share the network and the noise and differ only in their
+protocols. S1 is followed too, and so is the fraction of S2 synapses whose late phase
+is UP (z > 0.5) at the end. Quiet stretches run on the coarse clock of
+`experiments._common.run_timeline` (`coarse_dt_ms`, 1 ms); the stimuli at the spec's dt.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+import ltpnet as lt
+from experiments import ExperimentError
+from experiments._common import (
+    MS_PER_H,
+    check,
+    distribution,
+    pathway_weights,
+    pct,
+    run_timeline,
+)
+from experiments.early_late import (
+    _grid,
+    box,
+    check_baseline,
+    check_clock,
+    check_stet,
+    clock,
+    fmt_h,
+    positive,
+    stet,
+    wtet,
+)
+
+DEFAULTS = {
+    "baseline_ms": 600_000.0,  # quiet time before the first stimulus
+    "readout_ms": 28_800_000.0,  # S2 read this long after its WTET
+    "after_ms": 1_800_000.0,  # WTET this long after the start of the STET
+    "before_short_ms": 3_600_000.0,  # WTET this long before the STET ...
+    "before_long_ms": 14_400_000.0,  # ... and this long
+    "freq_hz": 100.0,
+    "wtet_pulses": 21,
+    "stet_pulses": 100,
+    "stet_trains": 3,
+    "stet_interval_ms": 600_000.0,
+    "coarse_dt_ms": 1.0,
+    "coarse_record_ms": 60_000.0,
+}
+
+SUMMARY_KEYS = ("s2_alone_pct_8h", "s2_after_strong_pct_8h", "s2_before_1h_pct_8h",
+                "s2_before_4h_pct_8h")
+
+
+def validate(exp: dict):
+    positive(exp, "readout_ms", "after_ms", "before_short_ms", "before_long_ms",
+             "freq_hz", "wtet_pulses", "stet_pulses", "stet_trains", "stet_interval_ms")
+    check_clock(exp)
+    check_baseline(exp)
+    check_stet(exp)
+    if exp["before_short_ms"] >= exp["before_long_ms"]:
+        raise ExperimentError(
+            f"[experiment] before_short_ms={exp['before_short_ms']} must "
+            f"be shorter than before_long_ms={exp['before_long_ms']}")
+    if exp["before_long_ms"] >= exp["readout_ms"]:
+        raise ExperimentError(
+            f"[experiment] before_long_ms={exp['before_long_ms']} must be "
+            f"shorter than readout_ms={exp['readout_ms']} (the STET must "
+            f"come before the read-out)")
+    span = ((exp["stet_trains"] - 1) * exp["stet_interval_ms"]
+            + exp["stet_pulses"] * 1e3 / exp["freq_hz"])
+    if exp["after_ms"] <= span:
+        raise ExperimentError(
+            f"[experiment] after_ms={exp['after_ms']} must exceed the "
+            f"STET ({span:g} ms) so that the WTET comes after it")
+
+
+# the issue's names; the times are those of [experiment] (after_ms, before_short_ms,
+# before_long_ms, readout_ms)
+CONDITIONS = ("s2_alone", "s2_after_strong", "s2_before_1h", "s2_before_4h")
+
+
+def run(ctx) -> dict:
+    exp, spec = ctx.exp, ctx.spec
+    validate(exp)
+    w_at = exp["baseline_ms"] + exp["after_ms"]  # the WTET of S2 in every member
+    t_base = exp["baseline_ms"] - 1000.0
+    end = w_at + exp["readout_ms"]
+    weak = wtet("S2", w_at, exp)
+    prots = [weak,
+             _join(weak, stet("S1", w_at - exp["after_ms"], exp)),
+             _join(weak, stet("S1", w_at + exp["before_short_ms"], exp)),
+             _join(weak, stet("S1", w_at + exp["before_long_ms"], exp))]
+    names = CONDITIONS
+    snaps = (t_base, w_at - 1000.0, end)
+    ctx.log(f"{spec.n_post} neurons x {spec.k} synapses, {len(prots)} conditions, "
+            f"{end / MS_PER_H:.1f} h")
+    tr = run_timeline(spec, ctx.params, end, prots, seed=ctx.seed, batch=len(prots),
+                      variables=("fepsp", "p"), snapshots=snaps, log=ctx.log,
+                      **clock(exp))
+    ctx.log(f"time line: {tr.wall_s:.0f} s, {len(tr.stretches)} stretches")
+    f1 = pct(tr.fepsp(spec, "S1", t_base))
+    f2 = pct(tr.fepsp(spec, "S2", t_base))
+    keep = tr.t >= t_base
+    th = (tr.t[keep] - w_at) / MS_PER_H
+    z = np.asarray(tr.state.syn.z)  # (batch, n_post, k) at the end
+    lab = np.asarray(tr.conn.pre_pathway)[np.asarray(tr.conn.pre_idx)]
+    s2 = lab == spec.pathway_index("S2")
+    out = {"time_h": th.round(5).tolist(), "conditions": list(names),
+           "readout_h": exp["readout_ms"] / MS_PER_H,
+           "stet_h": [None, -exp["after_ms"] / MS_PER_H,
+                      exp["before_short_ms"] / MS_PER_H,
+                      exp["before_long_ms"] / MS_PER_H],
+           "s2_pct": {}, "s1_pct": {}, "protein": {}, "s2_late_fraction": {},
+           "s1_pct_end": {}, "s2_pct_before_wtet": {}}
+    iw = tr.index(w_at - 1000.0)
+    for b, name in enumerate(names):
+        out["s2_pct"][name] = f2[b, keep].round(3).tolist()
+        out["s1_pct"][name] = f1[b, keep].round(3).tolist()
+        out["protein"][name] = tr.records["p"][b][keep].mean(-1).round(4).tolist()
+        out[f"{name}_pct_8h"] = float(tr.at(f2[b], end))  # at readout_ms after the WTET
+        out["s1_pct_end"][name] = float(tr.at(f1[b], end))
+        out["s2_pct_before_wtet"][name] = float(f2[b, iw])
+        out["s2_late_fraction"][name] = float((z[b][s2] > 0.5).mean())
+    i2 = spec.pathway_index("S2")
+    base = pathway_weights(spec, tr.conn, tr.snapshots[_grid(t_base)]["w"])[..., i2]
+    last = pathway_weights(spec, tr.conn, tr.snapshots[_grid(end)]["w"])[..., i2]
+    rel = pct(last / base)
+    out["neurons"] = {f"{name}_pct_8h": distribution(rel[b])
+                      for b, name in enumerate(names)}
+    z0 = np.asarray(lt.build(spec, ctx.params, ctx.seed)[1].syn.z)
+    out["s2_late_fraction_start"] = float((z0[s2] > 0.5).mean())
+    out["wall_timeline_s"] = round(tr.wall_s, 1)
+    return out
+
+
+def _join(a: lt.Protocol, b: lt.Protocol) -> lt.Protocol:
+    return lt.Protocol(pulses=a.pulses + b.pulses, post=a.post + b.post)
+
+
+def checks(summary: dict, quick: bool) -> list:
+    names = summary["conditions"]
+    v = {n: summary[f"{n}_pct_8h"] for n in names}
+    alone, after, b1, b2 = names
+    sh = summary["stet_h"]
+    when = {after: f"WTET {fmt_h(-sh[1])} after STET",
+            b1: f"WTET {fmt_h(sh[2])} before STET",
+            b2: f"WTET {fmt_h(sh[3])} before STET"}
+    if quick:  # other times: the key says which
+        at = fmt_h(summary["readout_h"])
+        key = {n: f"{n}_pct ({when.get(n, 'WTET alone')}; at {at})" for n in names}
+        return [
+            check(key[after], v[after], "> s2_alone (captured)", v[after] > v[alone]),
+            check(key[b1], v[b1], "> s2_alone (captured)", v[b1] > v[alone]),
+            check(key[b2], v[b2], f"< {b1} (tag gone)", v[b2] < v[b1]),
+        ]
+    key = {n: f"{n}_pct_8h" for n in names}
+    return [
+        check(key[alone], v[alone], "<= +10 (no late LTP alone)", v[alone] <= 10),
+        check(key[after], v[after], ">= +20 (captured)", v[after] >= 20),
+        check(key[b1], v[b1], ">= +20 (captured)", v[b1] >= 20),
+        check(key[b2], v[b2], "<= +10 (not captured)", v[b2] <= 10),
+    ]
+
+
+def plot(summary: dict, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = np.asarray(summary["time_h"])
+    names = summary["conditions"]
+    colors = dict(zip(names, ("k", "tab:red", "tab:green", "tab:blue"), strict=True))
+    labels = {names[0]: "WTET S2 alone",
+              names[1]: f"WTET S2 {fmt_h(-summary['stet_h'][1])} after STET S1",
+              names[2]: f"WTET S2 {fmt_h(summary['stet_h'][2])} before STET S1",
+              names[3]: f"WTET S2 {fmt_h(summary['stet_h'][3])} before STET S1"}
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.6),
+                             gridspec_kw={"width_ratios": [2.2, 1.2, 1]})
+    ax = axes[0]
+    for name, sh in zip(names, summary["stet_h"], strict=True):
+        alone = name == names[0]
+        ax.plot(t, summary["s2_pct"][name], color=colors[name],
+                lw=2.4 if alone else 1.4, ls="--" if alone else "-",
+                label=labels[name], zorder=1 if alone else 2)
+        if sh is not None:
+            ax.axvline(sh, color=colors[name], lw=0.8, ls=":")
+    ax.axhline(0, color="k", lw=0.6)
+    ax.axhline(20, color="tab:red", lw=0.6, ls="--")
+    ax.axhline(10, color="0.5", lw=0.6, ls="--")
+    ax.set_xlabel("time after the WTET of S2 [h] (dotted: first STET train on S1)")
+    ax.set_ylabel("S2 fEPSP proxy (summed weight) [% change]")
+    ax.set_title("weak pathway S2: tagging and capture")
+    ax.legend(fontsize=8, framealpha=0.6)
+    ax = axes[1]
+    for name in names[1:]:
+        ax.plot(t, summary["s1_pct"][name], color=colors[name], lw=1.3)
+    ax.axhline(0, color="k", lw=0.6)
+    ax.set_xlabel("time after the WTET of S2 [h]")
+    ax.set_ylabel("S1 fEPSP proxy [% change]")
+    ax.set_title("strong pathway S1")
+    ax = axes[2]
+    nd = summary.get("neurons", {})
+    n = 0
+    for i, name in enumerate(names):
+        n = box(ax, i, nd.get(f"{name}_pct_8h"), colors[name]) or n
+        ax.plot(i, summary[f"{name}_pct_8h"], "o", color="k", ms=4)
+    ax.axhline(0, color="k", lw=0.6)
+    ax.set_xticks(range(len(names)), ["alone", "after", "before\n" + fmt_h(
+        summary["stet_h"][2]), "before\n" + fmt_h(summary["stet_h"][3])], fontsize=8)
+    ax.set_title(f"S2 at {fmt_h(summary['readout_h'])}, per neuron (n = {n})",
+                 fontsize=10)
+    ax.set_ylabel("S2 summed weight per neuron [% change]")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
