@@ -73,6 +73,19 @@ def distribution(x) -> dict:
 
 # --------------------------------------------------------------------------- read-outs
 
+def quartile_band(ax, x, summary: dict, order, color: str = "C3") -> None:
+    """Shade the 25-75 % range over neurons of `summary["neurons"]["change_pct"]`
+    (written with --neurons) along `x`, points taken in `order`."""
+    nd = summary.get("neurons")
+    if not nd:
+        return
+    q = [nd["change_pct"][i] for i in order]
+    ok = [i for i, v in enumerate(q) if v.get("n", 0) > 0]
+    xs = np.asarray(x)[order]
+    ax.fill_between(xs[ok], [q[i]["p25"] for i in ok], [q[i]["p75"] for i in ok],
+                    color=color, alpha=0.2, lw=0, label="per neuron, 25-75 %")
+
+
 def weights(spec: lt.ModelSpec, params: lt.Params, state: lt.State) -> np.ndarray:
     """Excitatory weights `(..., n_post, k)` [g_leak] of a (batched) state, on the host."""
     syn, post = state.syn, state.post

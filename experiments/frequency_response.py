@@ -189,12 +189,7 @@ def plot(summary: dict, path) -> None:
     ax.plot(f[order], c[order], "o-", color="C3", lw=2, label=f"ltpnet, {summary['n_pulses']} pulses")
     ax.plot(f[order], ctl[order], "s--", color="C0", ms=4, lw=1,
             label="unstimulated control pathway")
-    nd = summary.get("neurons")
-    if nd:
-        d = [nd["change_pct"][i] for i in order]
-        ok = [i for i, x in enumerate(d) if x.get("n", 0) > 0]
-        ax.fill_between(f[order][ok], [d[i]["p25"] for i in ok], [d[i]["p75"] for i in ok],
-                        color="C3", alpha=0.2, lw=0, label="per neuron, 25-75 %")
+    cm.quartile_band(ax, f, summary, order)
     ax.set_xscale("log")
     ax.set_xticks(f[order])
     ax.set_xticklabels([f"{x:g}" for x in f[order]])

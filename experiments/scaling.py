@@ -20,8 +20,9 @@ et al. 1998 (SCIENCE.md 2f), in three respects.
    lasts `treatment_ms / speedup`. The homeostatic subsystem is then exactly the
    default one on a rescaled clock (tau_r / tau_a and treatment / tau_a are
    unchanged); what is not rescaled is everything else, which must be at steady
-   state for the rescaling to be harmless. It is (3.), and a run with a 20 times
-   smaller speedup gives the same factors (the lead's report has the numbers).
+   state for the rescaling to be harmless. It is: the calcium switches are held
+   (3.), and the fast variables (conductances, tau <= 10 ms; the rate sensor,
+   tau_r = 0.5 s at the default speedup) settle within seconds of the baseline.
 2. Spontaneous activity: every CA3 input fires at `[input] rate`, chosen so that
    the cells fire near the set point r_target = 2 Hz at baseline (SCIENCE.md 1f:
    "the set point is effectively each cell's own pre-perturbation firing rate").

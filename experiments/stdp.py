@@ -189,12 +189,7 @@ def plot(summary: dict, path) -> None:
     ax.plot(d[o], c[o], "o-", color="C3", lw=2,
             label=f"ltpnet, {summary['n_pairs']} pairs at {summary['pair_freq_hz']:g} Hz")
     ax.plot(d[o], ctl[o], "s--", color="C0", ms=3, lw=1, label="control pathway (bg)")
-    nd = summary.get("neurons")
-    if nd:
-        q = [nd["change_pct"][i] for i in o]
-        ok = [i for i, v in enumerate(q) if v.get("n", 0) > 0]
-        ax.fill_between(d[o][ok], [q[i]["p25"] for i in ok], [q[i]["p75"] for i in ok],
-                        color="C3", alpha=0.2, lw=0, label="per neuron, 25-75 %")
+    cm.quartile_band(ax, d, summary, o)
     ax.set_xlabel("Δt = t_post − t_pre [ms]")
     ax.set_ylabel(f"change {summary['read_after_min']:g} min after [%]")
     ax.set_title("STDP window")

@@ -86,7 +86,7 @@ def validate(exp: dict):
             f"STET ({span:g} ms) so that the WTET comes after it")
 
 
-# the names; the times are those of [experiment] (after_ms, before_short_ms,
+# the summary.json key stems; the times are those of [experiment] (after_ms, before_short_ms,
 # before_long_ms, readout_ms)
 CONDITIONS = ("s2_alone", "s2_after_strong", "s2_before_1h", "s2_before_4h")
 

@@ -149,12 +149,7 @@ def plot(summary: dict, path) -> None:
     ax.plot(v[o], c[o], "o-", color="C3", lw=2,
             label=f"ltpnet, {summary['n_pulses']} pulses at {summary['freq_hz']:g} Hz")
     ax.plot(v[o], ctl[o], "s--", color="C0", ms=3, lw=1, label="control pathway (bg)")
-    nd = summary.get("neurons")
-    if nd:
-        q = [nd["change_pct"][i] for i in o]
-        ok = [i for i, x in enumerate(q) if x.get("n", 0) > 0]
-        ax.fill_between(v[o][ok], [q[i]["p25"] for i in ok], [q[i]["p75"] for i in ok],
-                        color="C3", alpha=0.2, lw=0, label="per neuron, 25-75 %")
+    cm.quartile_band(ax, v, summary, o)
     ax.set_ylim(-ymax, ymax)
     ax.set_xlim(-72, -8)
     ax.set_xlabel("holding potential V_c [mV]")

@@ -18,6 +18,7 @@ through each protocol and left 2 min; the target says which may cross rho* = 0.5
 
     P  LTP: DOWN -> UP, UP stays          D  LTD: UP -> DOWN, DOWN stays
     0  neither changes                    d  no LTP (DOWN stays)
+    u  no LTD (UP stays)
 
 `W` is the summed AMPA weight of the stimulated pathway onto the cell (10 synapses
 of the defaults: about 0.35 g_leak); a spontaneous pulse of one input is W = 0.03.
@@ -25,7 +26,7 @@ The search is random (log-uniform) and then local around the best sets; it print
 the best sets, their failures, and the median of the sets that score highest, which
 is what `ltpnet.Params()` uses (rounded). Deterministic for a given --seed.
 
-    python scripts/calibrate.py                 # about 6 min on 2 CPU cores
+    python scripts/calibrate.py                 # about 5 min on 2 CPU cores
     python scripts/calibrate.py --random 500 --local 300   # a quick look
 """
 
@@ -50,11 +51,12 @@ RANGES = ((500, 6000, "log"), (0.0, 1.0, "lin"), (20, 110, "lin"), (1, 15, "log"
 #        target, weight)
 PROTOCOLS = {
     "stdp +10 ms": (1000.0, 60, 50.0, 60.0, None, 0.35, "P", 2.0),
-    "stdp +20 ms": (1000.0, 60, 50.0, 70.0, None, 0.35, "d", 0.5),
+    "stdp +20 ms": (1000.0, 60, 50.0, 70.0, None, 0.35, "P", 1.5),
+    "stdp +30 ms": (1000.0, 60, 50.0, 80.0, None, 0.35, "u", 1.0),
     "stdp -10 ms": (1000.0, 60, 50.0, 40.0, None, 0.35, "D", 2.0),
     "stdp -20 ms": (1000.0, 60, 50.0, 30.0, None, 0.35, "D", 1.5),
     "stdp -60 ms": (1000.0, 60, 100.0, 40.0, None, 0.35, "0", 1.0),
-    "stdp +60 ms": (1000.0, 60, 50.0, 110.0, None, 0.35, "d", 1.0),
+    "stdp +60 ms": (1000.0, 60, 50.0, 110.0, None, 0.35, "0", 1.0),
     "stdp -100 ms": (1000.0, 60, 150.0, 50.0, None, 0.35, "0", 1.0),
     "stdp +100 ms": (1000.0, 60, 50.0, 150.0, None, 0.35, "0", 1.0),
     **{f"clamp {v} mV": (1000.0, 100, 0.0, None, float(v), 0.35, t, 1.0)
@@ -137,7 +139,7 @@ def evaluate(P):
         r = np.asarray(simulate(both, rho0, period, n, pre, post, clamp, W))
         up, down = r[:m] > 0.5, r[m:] > 0.5  # still UP / now UP
         ok[name] = {"P": down & up, "D": ~up & ~down, "0": up & ~down,
-                    "d": ~down}[want]
+                    "d": ~down, "u": up}[want]
     return ok
 
 
