@@ -73,6 +73,31 @@ def distribution(x) -> dict:
 
 # --------------------------------------------------------------------------- read-outs
 
+def sweep_figure(summary: dict, xkey: str):
+    """Start the two-panel figure of a sweep (a value per member: Δt, V_c, frequency).
+
+    Returns `(plt, fig, ax, bx, x, change, control, order)`: the measured curve goes on
+    `ax`, the time courses on `bx`; `order` sorts the members by `summary[xkey]`.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = np.asarray(summary[xkey], float)
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.6))
+    return (plt, fig, ax, bx, x, np.asarray(summary["change_pct"], float),
+            np.asarray(summary["control_change_pct"], float), np.argsort(x))
+
+
+def save_figure(fig, path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def quartile_band(ax, x, summary: dict, order, color: str = "C3") -> None:
     """Shade the 25-75 % range over neurons of `summary["neurons"]["change_pct"]`
     (written with --neurons) along `x`, points taken in `order`."""

@@ -171,16 +171,7 @@ def checks(summary: dict, quick: bool) -> list:
 
 
 def plot(summary: dict, path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    f = np.asarray(summary["frequency_hz"], float)
-    c = np.asarray(summary["change_pct"], float)
-    ctl = np.asarray(summary["control_change_pct"], float)
-    order = np.argsort(f)
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.6))
+    plt, fig, ax, bx, f, c, ctl, order = cm.sweep_figure(summary, "frequency_hz")
     for fr, (a, b) in BANDS.items():
         ax.fill_between([fr / 1.25, fr * 1.25], a - TOL, b + TOL, color="0.85", lw=0,
                         label="Dudek & Bear 1992 band (±10 %)" if fr == 0.5 else None)
@@ -211,6 +202,4 @@ def plot(summary: dict, path) -> None:
     bx.set_ylabel("fEPSP proxy of the stimulated pathway [% change]")
     bx.set_title("Time courses (shading: train; dot: read-out)")
     bx.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    cm.save_figure(fig, path)

@@ -162,16 +162,7 @@ def checks(summary: dict, quick: bool) -> list:
 
 
 def plot(summary: dict, path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    d = np.asarray(summary["dt_ms"], float)
-    c = np.asarray(summary["change_pct"], float)
-    ctl = np.asarray(summary["control_change_pct"], float)
-    o = np.argsort(d)
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.6))
+    plt, fig, ax, bx, d, c, ctl, o = cm.sweep_figure(summary, "dt_ms")
     bp = summary["bi_poo_1998"]
     pts = _bi_poo_points()
     if pts is not None:
@@ -207,6 +198,4 @@ def plot(summary: dict, path) -> None:
     bx.set_ylabel("fEPSP proxy of the paired pathway [% change]")
     bx.set_title("Time courses")
     bx.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    cm.save_figure(fig, path)

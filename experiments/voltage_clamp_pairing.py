@@ -128,16 +128,7 @@ def checks(summary: dict, quick: bool) -> list:
 
 
 def plot(summary: dict, path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    v = np.asarray(summary["clamp_mv"], float)
-    c = np.asarray(summary["change_pct"], float)
-    ctl = np.asarray(summary["control_change_pct"], float)
-    o = np.argsort(v)
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.6))
+    plt, fig, ax, bx, v, c, ctl, o = cm.sweep_figure(summary, "clamp_mv")
     ax.axvspan(-72, -60, color="0.92", lw=0)
     ax.axvspan(-55, -40, color="C0", alpha=0.12, lw=0)
     ax.axvspan(-30, -8, color="C3", alpha=0.10, lw=0)
@@ -168,6 +159,4 @@ def plot(summary: dict, path) -> None:
     bx.set_ylabel("fEPSP proxy of the stimulated pathway [% change]")
     bx.set_title("Time courses")
     bx.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    cm.save_figure(fig, path)
