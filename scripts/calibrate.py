@@ -166,7 +166,7 @@ def around(rng, best, n, spread=0.15):
     return out.astype(np.float32)
 
 
-def search(rng, sets, log):
+def search(sets, log):
     t = time.perf_counter()
     ok = evaluate(tuple(jnp.asarray(p) for p in sets))
     s = score(ok)
@@ -188,12 +188,12 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(a.seed)
     print(f"random search over {len(NAMES)} parameters:")
     sets = random_sets(rng, a.random)
-    s, ok = search(rng, sets, print)
+    s, ok = search(sets, print)
     for r in range(a.rounds):
         print(f"local round {r + 1}:")
         best = sets[:, np.argsort(-s)[:40]]
         new = around(rng, best, a.local)
-        s2, ok2 = search(rng, new, print)
+        s2, ok2 = search(new, print)
         sets = np.concatenate([sets, new], 1)
         s = np.concatenate([s, s2])
         ok = {k: np.concatenate([ok[k], ok2[k]]) for k in ok}
