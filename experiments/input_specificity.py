@@ -105,8 +105,7 @@ def checks(s: dict, quick: bool) -> list:
     if quick:
         return [cm.check("s1_change_pct", s1, "> 0 (S1 potentiated; quick run)",
                          s1 > 0),
-                cm.check("s2_change_pct", s2, "below a tenth of the S1 change",
-                         abs(s2) < abs(s1) / 10)]
+                cm.check("s2_change_pct", s2, "0 +- 5 %", band(s2, -5, 5))]
     return [cm.check("s1_change_pct", s1, "> +20 % (S1 potentiated)", s1 > 20),
             cm.check("s2_change_pct", s2, "0 +- 5 %", band(s2, -5, 5))]
 

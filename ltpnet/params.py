@@ -29,8 +29,8 @@ class NeuronParams:
     tau_A: float = 5.0  # AMPA conductance decay [ms]
     tau_GABA: float = 10.0  # GABA_A conductance decay [ms]
     g_NMDA: float = 0.0  # NMDA/AMPA conductance ratio on the membrane [1]
-    A_bAP: float = 95.0  # dendritic depolarisation by a back-propagating AP [mV]
-    tau_bAP: float = 13.5  # decay of that depolarisation [ms]
+    A_bAP: float = 80.8  # dendritic depolarisation by a back-propagating AP [mV]
+    tau_bAP: float = 12.7  # decay of that depolarisation [ms]
     V_clamp: float = -65.0  # holding potential while clamped [mV]
 
 
@@ -47,8 +47,8 @@ class CalciumParams:
     """Per-synapse calcium (both variants)."""
 
     tau_Ca: float = 20.0  # calcium decay [ms]
-    alpha_N: float = 1350.0  # NMDA calcium influx rate at B = 1, s = 1 [1/s]
-    C_bAP: float = 0.8  # bAP/VDCC calcium jump per post spike [1]
+    alpha_N: float = 1394.0  # NMDA calcium influx rate at B = 1, s = 1 [1/s]
+    C_bAP: float = 0.944  # bAP/VDCC calcium jump per post spike [1]
     Mg: float = 1.0  # extracellular [Mg2+] [mM]
     C_pre: float = 1.0  # linear variant: jump per (delayed) pre spike [1]
     C_post: float = 2.0  # linear variant: jump per post spike [1]
@@ -59,10 +59,11 @@ class PlasticityParams:
     """Calcium-threshold LTP/LTD of the bistable efficacy switch rho."""
 
     theta_d: float = 1.0  # depression threshold [1]
-    theta_p: float = 4.0  # potentiation threshold [1]
-    gamma_d: float = 28.0  # depression rate [1, per tau_rho]
-    gamma_p: float = 450.0  # potentiation rate [1, per tau_rho]
+    theta_p: float = 4.42  # potentiation threshold [1]
+    gamma_d: float = 15.1  # depression rate [1, per tau_rho]
+    gamma_p: float = 73.5  # potentiation rate [1, per tau_rho]
     tau_rho: float = 150_000.0  # switch time constant [ms]
+    sigma: float = 2.74  # switch noise amplitude (G&B sigma) when ModelSpec.switch_noise [1]
     rho_star: float = 0.5  # unstable point of the switch [1]
     w_min: float = 0.01515  # weight of a DOWN synapse [g_leak] (w_max / 5.28)
     w_max: float = 0.08  # weight of an UP synapse [g_leak]
@@ -243,7 +244,7 @@ def param_errors(p: Params) -> list[str]:
     if np.any(a(pl.theta_p) <= a(pl.theta_d)):
         err("plasticity", f"theta_p must exceed theta_d, got theta_p={_val(pl.theta_p)}, "
                           f"theta_d={_val(pl.theta_d)}")
-    for name in ("gamma_d", "gamma_p"):
+    for name in ("gamma_d", "gamma_p", "sigma"):
         if np.any(a(getattr(pl, name)) < 0):
             err("plasticity", f"{name} must be >= 0, got {name}={_val(getattr(pl, name))}")
     if np.any((a(pl.rho_star) <= 0) | (a(pl.rho_star) >= 1)):

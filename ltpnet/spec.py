@@ -47,6 +47,11 @@ class ModelSpec:
         k_inh: Input synapses per interneuron.
         k_ie: Interneuron synapses per pyramidal neuron.
         t286a: CaMKII T286A: the efficacy switch cannot latch.
+        switch_noise: The efficacy switch is stochastic (Graupner & Brunel 2012): each
+            step adds `sigma sqrt(dt/tau_rho) sqrt(H(c - theta_p) + H(c - theta_d)) xi`,
+            `sigma = Params.plasticity.sigma`, so a protocol flips a fraction of a
+            pathway's switches rather than all or none. Off: the deterministic switch
+            of bench-v1. Per-step engine only.
         slow_every: Slow variables (scaling factor, tags, protein, late phase,
             early-phase decay) advance once every this many steps.
         rho_init: Initial efficacy: `"uniform"` (rho ~ U(0,1), bench-v1) or
@@ -95,6 +100,7 @@ class ModelSpec:
     k_inh: int = 0
     k_ie: int = 0
     t286a: bool = False
+    switch_noise: bool = False
     slow_every: int = 1
     rho_init: str = "bimodal"
     beta_down: float = 0.7
@@ -190,8 +196,10 @@ class ModelSpec:
             bad("rho_drift", self.rho_drift, f"one of {list(DRIFT_MODES)}")
         if self.syn_dtype not in SYN_DTYPES:
             bad("syn_dtype", self.syn_dtype, f"one of {list(SYN_DTYPES)}")
-        if not isinstance(self.fused, bool):
-            bad("fused", self.fused, "true or false")
+        for name in ("fused", "switch_noise", "t286a", "phases", "homeostasis",
+                     "nmda_current", "sort_synapses"):
+            if not isinstance(getattr(self, name), bool):
+                bad(name, getattr(self, name), "true or false")
         if not self.fused:
             for name, default in (("syn_block", 1), ("rho_drift", "step"),
                                   ("ampa", "dense"), ("syn_dtype", "float32")):
@@ -204,6 +212,8 @@ class ModelSpec:
             bad("nmda_current", self.nmda_current, "False when fused is on")
         if self.t286a:
             bad("t286a", self.t286a, "False when fused is on")
+        if self.switch_noise:
+            bad("switch_noise", self.switch_noise, "False when fused is on")
         if self.syn_dtype == "bfloat16" and self.dtype != "float32":
             bad("syn_dtype", self.syn_dtype, "'float32' unless dtype is 'float32'")
         if self.phases and self.slow_every % self.syn_block:

@@ -66,7 +66,8 @@ class SynState:
 
     Attributes:
         c: Calcium [1].
-        rho: Efficacy switch (CaMKII-like, bistable) in [0, 1].
+        rho: Efficacy switch (CaMKII-like, bistable) in [0, 1] (near it with switch
+            noise, which is not clipped).
         rho_ref: Anchor of the early phase: early change e = rho - rho_ref (phases on).
         z: Late (consolidated) efficacy in [0, 1] (phases on).
     """

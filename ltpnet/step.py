@@ -7,6 +7,9 @@ fast variables by dt; `slow_step` advances the slow ones by dt * slow_every.
 
 from __future__ import annotations
 
+import math
+
+import jax
 import jax.numpy as jnp
 
 from ._pytree import pytree_dataclass
@@ -49,6 +52,7 @@ class Coeffs:
     kv: jnp.ndarray
     kN: jnp.ndarray
     kr: jnp.ndarray
+    kn: jnp.ndarray  # sigma sqrt(dt / tau_rho): switch noise per unit variate
     k286: jnp.ndarray
     r_inc: jnp.ndarray
     ka: jnp.ndarray
@@ -82,6 +86,7 @@ def discretise(spec: ModelSpec, params: Params, conn: Connectivity) -> Coeffs:
         kv=dt / n.tau_m,
         kN=_calcium_gain(spec, dt, p),
         kr=dt / p.plasticity.tau_rho,
+        kn=p.plasticity.sigma * jnp.sqrt(dt / p.plasticity.tau_rho),
         k286=dt / p.consolidation.tau_t286a,
         r_inc=MS_PER_S / p.homeostasis.tau_r,
         ka=dt_s / p.homeostasis.tau_a,
@@ -103,8 +108,6 @@ def _calcium_gain(spec: ModelSpec, dt, p: Params):
 
 def jax_tree_cast(tree, dtype):
     """Cast every float leaf of `tree` to `dtype` (Python floats included)."""
-    import jax
-
     return jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), tree)
 
 
@@ -182,9 +185,13 @@ def step(spec: ModelSpec, co: Coeffs, conn: Connectivity, state: State,
                                       co.eCa, p.calcium.C_pre, p.calcium.C_post)
     # 6. efficacy switch
     pl = p.plasticity
+    noise = None
+    if spec.switch_noise:
+        noise = co.kn * switch_variates(spec, key, step_idx, c.shape, c.dtype)
     rho = plasticity.update_rho(
         syn.rho, c, co.kr, pl.theta_d, pl.theta_p, pl.gamma_d, pl.gamma_p, pl.rho_star,
-        latch=not spec.t286a, relax_to=syn.z if spec.t286a else None, k_relax=co.k286)
+        latch=not spec.t286a, relax_to=syn.z if spec.t286a else None, k_relax=co.k286,
+        noise=noise)
     # 7. rate sensor (the scaling factor moves on the slow clock)
     r = homeostasis.update_rate(post.r, yf, co.eR, co.r_inc)
     new = State(
@@ -205,6 +212,30 @@ def input_spikes(spec: ModelSpec, co: Coeffs, conn: Connectivity, drive: Drive, 
             co.p_in >= 1, drive.pulses, conn.pre_pathway, drive.raster)
     return synapse.input_spikes(key, co.p_in, drive.pulses, conn.pre_pathway,
                                 drive.raster)
+
+
+_NOISE_STREAM = 0x5EED5EED
+
+
+def switch_variates(spec: ModelSpec, key, step_idx, shape, dtype) -> jnp.ndarray:
+    """Zero-mean, unit-variance variates `shape` of the switch noise of one step.
+
+    `"threefry"`: standard normal from `fold_in(key, 1)` (`key` is the step's key,
+    whose own stream draws the input spikes). `"hash"`: from one `hash_bits` word per
+    synapse of a stream separate from the inputs', the sum of its four bytes,
+    centred and scaled (Irwin-Hall: bounded at 3.45 SD; its quantiles lie within
+    0.03 SD of the normal's from the 5th to the 95th percentile and within 0.08 SD
+    at the 1st and 99th; a transition of the switch sums thousands of steps).
+    """
+    if spec.rng == "hash":
+        seed = synapse.hash_seed(key) ^ jnp.uint32(_NOISE_STREAM)
+        w = synapse.hash_bits(seed, step_idx, math.prod(shape))
+        m = jnp.uint32(0xFF)
+        total = (w & m) + ((w >> 8) & m) + ((w >> 16) & m) + (w >> 24)
+        # four bytes, uniform on 0..255: mean 510, variance 4 (256^2 - 1) / 12
+        sd = (4 * (256.0 ** 2 - 1) / 12) ** 0.5
+        return ((total.astype(dtype) - 510.0) / sd).reshape(shape)
+    return jax.random.normal(jax.random.fold_in(key, 1), shape, dtype)
 
 
 def membrane(spec: ModelSpec, co: Coeffs, conn: Connectivity, state: State, x, g,

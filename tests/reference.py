@@ -131,6 +131,7 @@ def reference_step(
     post=False,
     step_idx=0,
     x_override=None,
+    xi=None,
 ):
     """Advance the fast variables by one step of dt.
 
@@ -146,6 +147,8 @@ def reference_step(
         step_idx: Global index of this step (for the pharmacology windows).
         x_override: `(n_pre,)` bool input spikes used instead of raster and pulses
             (TTX still silences them).
+        xi: `(n_post, k)` unit variates of the switch noise (used when
+            `spec.switch_noise`), or None.
 
     Returns:
         `(new_state, x, y, aux)`: x `(n_pre,)` and y `(n_post,)` bool spikes, and
@@ -236,7 +239,12 @@ def reference_step(
     else:
         cubic = -rho * (1.0 - rho) * (_f(pl.rho_star) - rho)
         drho = dt / _f(pl.tau_rho) * (cubic + ltp - ltd)
-    new["rho"] = np.clip(rho + drho, 0.0, 1.0)
+    if getattr(spec, "switch_noise", False):
+        gate = np.sqrt(heaviside(c - theta_p) + heaviside(c - theta_d))
+        drho = drho + _f(pl.sigma) * np.sqrt(dt / _f(pl.tau_rho)) * gate * np.asarray(
+            xi, np.float64)
+    noisy = getattr(spec, "switch_noise", False)  # a noisy switch is not clipped
+    new["rho"] = rho + drho if noisy else np.clip(rho + drho, 0.0, 1.0)
 
     # 7. rate sensor
     tau_r = _f(params.homeostasis.tau_r)
@@ -300,6 +308,7 @@ def reference_run(
     post=None,
     step0=0,
     x_override=None,
+    xi=None,
 ):
     """Run `n_steps` steps from `state` and return every state along the way.
 
@@ -313,6 +322,7 @@ def reference_run(
         post: `(n_steps,)` bool forced post spikes, or None.
         step0: Global index of the first step.
         x_override: `(n_steps, n_pre)` bool input spikes used as they are, or None.
+        xi: `(n_steps, n_post, k)` unit variates of the switch noise, or None.
 
     Returns:
         dict with `states` (list of n_steps state dicts, the state after each step
@@ -337,6 +347,7 @@ def reference_run(
             post=False if post is None else bool(post[n]),
             step_idx=idx,
             x_override=None if x_override is None else x_override[n],
+            xi=None if xi is None else xi[n],
         )
         if is_slow_step(spec, idx):
             st, slow_aux = reference_slow(spec, params, st, idx)

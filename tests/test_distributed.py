@@ -80,9 +80,11 @@ def four_devices() -> dict:
         from ltpnet.distributed import shard_counts
         out = {}
 
-        # phases on, feed-forward inhibition, per-neuron params, slow clock
+        # phases on, switch noise, feed-forward inhibition, per-neuron params, slow
+        # clock
         spec = lt.ModelSpec(n_post=32, k=40, pathways=(("S1", 40), ("S2", 40),
-                            ("bg", 120)), slow_every=10, n_inh=8, k_inh=30, k_ie=4)
+                            ("bg", 120)), slow_every=10, n_inh=8, k_inh=30, k_ie=4,
+                            switch_noise=True)
         r_target = 2.0 + np.arange(spec.n_post) % 3  # one value per neuron
         params = (lt.Params().with_values("input", rate=8.0)
                   .with_values("homeostasis", r_target=r_target, tau_a=5_000.0)
@@ -332,7 +334,9 @@ out = {"process": jax.process_index(), "global": jax.device_count(),
        "local": jax.local_device_count(), "main": is_main_process()}
 spec = lt.ModelSpec(n_post=16, k=20, pathways=(("S1", 20), ("S2", 20), ("bg", 40)),
                     slow_every=10)
-params = lt.Params().with_values("input", rate=20.0)
+# strong synapses, so that the cells fire (the comparison needs spikes)
+params = (lt.Params().with_values("input", rate=20.0)
+          .with_values("plasticity", w_max=0.2))
 kw = dict(seed=3, protocol=lt.Protocol().tetanus("S1", at=50, n=20),
           observe=lt.Observe(every=100, variables=("fepsp", "r", "a", "rho"),
                              spike_neurons=16),

@@ -70,7 +70,9 @@ def _busy_spec():
 
 def test_protocol_per_member_equals_separate_runs():
     spec = _busy_spec()
-    p = lt.Params().with_values("input", rate=2.0)
+    # strong S1 synapses, so that the 100 Hz train makes the cells fire
+    p = (lt.Params().with_values("input", rate=2.0)
+         .with_values("plasticity", w_max=0.2))
     prots = [lt.Protocol().train("S1", 50.0, f, 30) for f in (20.0, 100.0)]
     obs = lt.Observe(every=500, variables=("fepsp", "r"))
     rb = lt.simulate(spec, p, 1500.0, protocol=prots, batch=2, observe=obs, seed=3)

@@ -32,7 +32,7 @@ from ltpnet.fit import (
 )
 from ltpnet.fit.data import batch
 from ltpnet.fit.model import ModelOptions, batch_arrays, names_for, times_above
-from ltpnet.fit.optimize import make_loss
+from ltpnet.fit.optimize import make_loss, model_options
 from ltpnet.fit.transform import make_space
 from ltpnet.params import GROUPS, Params
 
@@ -101,6 +101,38 @@ def test_csv_missing_column_and_round_trip(tmp_path):
     write_csv(tmp_path / "rt.csv", conds, "made by a test")
     back = load_csv(tmp_path / "rt.csv")
     assert [dataclasses.replace(c, source="") for c in back] == conds
+
+
+def test_clamp_column_round_trip_and_rules(tmp_path):
+    """`clamp_mv` is optional, needs dt_ms empty and the nmda model."""
+    conds = [Condition(None, 1.0, 100, ratio=0.85, sem=0.05, clamp_mv=-50.0),
+             Condition(None, 1.0, 900, ratio=0.8, sem=0.05)]
+    write_csv(tmp_path / "c.csv", conds)
+    back = load_csv(tmp_path / "c.csv")
+    assert [dataclasses.replace(c, source="") for c in back] == conds
+    p = tmp_path / "bad.csv"
+    p.write_text(HEADER.strip() + ",clamp_mv\n5,1,100,1,,0.9,0.05,-50\n")
+    with pytest.raises(DataError, match=r"bad.csv:2: column 'dt_ms' must be empty "
+                                        r"when clamp_mv is set"):
+        load_csv(p)
+    with pytest.raises(FitConfigError, match="clamp_mv needs \\[model\\] calcium = "
+                                             "'nmda'"):
+        model_options("linear", conds)
+    bands = load_csv("hippocampal_bands.csv")
+    assert [c.clamp_mv for c in bands if c.clamp_mv is not None] == [
+        -70.0, -60.0, -50.0, -40.0, -30.0, -20.0]
+
+
+def test_clamp_holds_the_membrane_in_the_nmda_model():
+    """Clamped at E_L, a pre-only train gives the times of the free membrane at rest
+    (W = 0); clamped higher, the Mg block opens and calcium stays up longer."""
+    v = preset("ltpnet")
+    rest = float(v["neuron.E_L"])
+    conds = [Condition(None, 10.0, 20), Condition(None, 10.0, 20, clamp_mv=rest),
+             Condition(None, 10.0, 20, clamp_mv=-40.0)]
+    td, _ = _times("nmda", v, conds, grid=256)
+    assert td[1] == pytest.approx(td[0], rel=1e-5)
+    assert td[2] > td[0] + 100.0
 
 
 # ------------------------------------------------------------------ surrogates
@@ -220,17 +252,24 @@ def _nmda_brute(v, c: Condition, dt=0.01, tail=400.0):
     post = [k * P + off + c.dt_ms for k in range(n)] if c.dt_ms is not None else []
     s = trace(pre, v["input.tau_N"])
     bap = v["neuron.A_bAP"] * trace(post, v["neuron.tau_bAP"])
+    # the pathway's EPSP: tau_m du/dt = -u + g (E_E - E_L), g jumps by W and decays
+    g = v["extra.W"] * trace(pre, v["neuron.tau_A"])
+    u = lfilter([dt / v["neuron.tau_m"]], [1.0, -(1.0 - dt / v["neuron.tau_m"])],
+                g * (v["neuron.E_E"] - v["neuron.E_L"]))
     drive = dt * v["calcium.alpha_N"] / 1000.0 * s * np.asarray(
-        mg_block(v["neuron.E_L"] + bap, v["calcium.Mg"]))
+        mg_block(v["neuron.E_L"] + bap + u, v["calcium.Mg"]))
     ca = lfilter([1.0], [1.0, -math.exp(-dt / v["calcium.tau_Ca"])], drive)
     ca += v["calcium.C_bAP"] * trace(post, v["calcium.tau_Ca"])
     return tuple(c.n_trains * dt * np.sum(ca > v[f"plasticity.theta_{x}"])
                  for x in "dp")
 
 
-def test_nmda_model_matches_a_fine_grid_simulation():
+@pytest.mark.parametrize("W", [0.0, 0.35])
+def test_nmda_model_matches_a_fine_grid_simulation(W):
+    """Times above threshold against an Euler simulation on a 10 us grid, without and
+    with the EPSP of the stimulated pathway (extra.W)."""
     v = preset("ltpnet")
-    v.update({"plasticity.theta_d": 0.8, "plasticity.theta_p": 1.6})
+    v.update({"plasticity.theta_d": 0.8, "plasticity.theta_p": 1.6, "extra.W": W})
     conds = [Condition(10.0, 20.0, 5, 3, 10.0), Condition(-10.0, 50.0, 5),
              Condition(None, 50.0, 40), Condition(5.0, 1.0, 3)]
     td, tp = _times("nmda", v, conds, grid=512, transient_periods=16)
@@ -253,7 +292,7 @@ GRAD_CONDS = [Condition(-20.0, 1.0, 60, ratio=0.8, sem=0.1),
 @pytest.mark.parametrize("model, temperature, free", [
     ("linear", 0.05, ["calcium.tau_Ca", "calcium.C_pre", "calcium.C_post",
                       "plasticity.theta_p", "plasticity.gamma_d", "plasticity.gamma_p",
-                      "extra.D", "extra.sigma", "extra.beta", "extra.b"]),
+                      "extra.D", "plasticity.sigma", "extra.beta", "extra.b"]),
     ("linear", 0.0, ["calcium.tau_Ca", "calcium.C_post", "plasticity.theta_d",
                      "plasticity.theta_p", "extra.D"]),
     ("nmda", 0.05, ["calcium.alpha_N", "calcium.tau_Ca", "calcium.C_bAP",
@@ -390,7 +429,7 @@ def test_fit_json_schema_and_bounds(small_fit):
     for name in doc["params"]:
         group, leaf = name.split(".")
         assert hasattr(GROUPS[group](), leaf), name
-    assert set(doc["extra"]) == {"D", "beta", "b", "sigma"}
+    assert set(doc["extra"]) == {"D", "beta", "b"}
     assert doc["units"]["calcium.tau_Ca"] == "ms"
     assert len(doc["conditions"]) == 9
     for c in doc["conditions"]:

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import jax
@@ -42,6 +43,7 @@ from reference import reference_run
 
 import ltpnet
 from ltpnet.record import VARIABLES
+from ltpnet.step import switch_variates
 
 # --------------------------------------------------------------------------------------
 # run_chunk against the reference
@@ -194,6 +196,59 @@ def test_poisson_run_matches_reference_replay(x64):
                 **X64_RUN,
                 err_msg=f"{name} at step {n}",
             )
+
+
+@pytest.mark.parametrize("rng", ["threefry", "hash"])
+def test_switch_noise_run_matches_reference_replay(x64, rng):
+    """With switch noise, `simulate` equals the reference fed the same input spikes
+    and the same unit variates (`ltpnet.step.switch_variates` of each step's key):
+    the noise is sigma sqrt(dt/tau_rho) sqrt(H_p + H_d) xi, gated by calcium."""
+    spec = small_spec("float64", phases=False, switch_noise=True, rng=rng)
+    params = fast_params(spec.k, input=dict(rate=30.0), plasticity=dict(sigma=3.0))
+    every, duration, seed = 50, 30.0, 4
+    obs = ltpnet.Observe(every=every, variables=("c", "rho"),
+                         spike_neurons=spec.n_post, input_neurons=spec.n_pre)
+    conn, _ = ltpnet.build(spec, params, seed)
+    state0 = random_state(spec, params, conn, seed)
+    start = dict(state_to_dict(state0), x_hist=np.zeros((0, spec.n_pre), bool))
+    res = ltpnet.simulate(spec, params, duration, seed=seed, observe=obs, conn=conn,
+                          state=state0)
+    x = res.input_spikes
+    n_steps = len(x)
+    key = jax.random.key(seed)
+    shape = (spec.n_post, spec.k)
+    xi = np.stack([np.asarray(switch_variates(
+        spec, key if rng == "hash" else jax.random.fold_in(key, n), n, shape,
+        jnp.float64)) for n in range(n_steps)])
+    out = reference_run(spec, params, conn.pre_idx, conn.pre_pathway, start, n_steps,
+                        x_override=x, xi=xi)
+    assert_preconditions(params, out, V_MARGIN, X64_THRESHOLD_MARGIN)
+    rho = np.stack([s["rho"] for s in out["states"]])
+    c = np.stack([s["c"] for s in out["states"]])
+    gated = c > params.plasticity.theta_d
+    assert 0.05 < gated.mean() < 0.95  # noise on in some steps, off in others
+    for i, n in enumerate(range(every - 1, n_steps, every)):
+        np.testing.assert_allclose(res.records["rho"][i], rho[n], **X64_RUN,
+                                   err_msg=f"rho at step {n}")
+    quiet = dataclasses.replace(spec, switch_noise=False)
+    plain = ltpnet.simulate(quiet, params, duration, seed=seed, observe=obs,
+                            conn=conn, state=random_state(spec, params, conn, seed))
+    assert np.abs(plain.records["rho"][-1] - res.records["rho"][-1]).max() > 1e-3
+
+
+@pytest.mark.parametrize("rng", ["threefry", "hash"])
+def test_switch_variates_have_unit_variance(rng):
+    """The variates are zero-mean with unit variance, and fresh at every step."""
+    spec = ltpnet.ModelSpec(rng=rng, switch_noise=True)
+    key = jax.random.key(0)
+    a = np.asarray(switch_variates(spec, key, 7, (400, 250), jnp.float32)).ravel()
+    b = np.asarray(switch_variates(spec, key, 8, (400, 250), jnp.float32)).ravel()
+    if rng == "threefry":  # each step has its own key in a run
+        b = np.asarray(switch_variates(spec, jax.random.fold_in(key, 8), 8, (400, 250),
+                                       jnp.float32)).ravel()
+    for v in (a, b):  # 1e5 draws: SE of the mean 0.003, of the variance 0.0045
+        assert abs(v.mean()) < 0.015 and abs(v.var() - 1.0) < 0.025
+    assert abs(np.corrcoef(a, b)[0, 1]) < 0.015
 
 
 # --------------------------------------------------------------------------------------
@@ -421,6 +476,8 @@ def test_bounds_hold_under_noisy_drive():
         (dict(t286a=True, phases=False), "t286a"),
         (dict(beta_down=1.5), "beta_down"),
         (dict(n_inh=5, k_inh=0), "k_inh"),
+        (dict(switch_noise="yes"), "switch_noise must be true or false"),
+        (dict(fused=True, switch_noise=True), "switch_noise must be False when fused"),
     ],
 )
 def test_spec_check_names_the_field(changes, match):
@@ -449,6 +506,7 @@ def test_spec_check_names_the_field(changes, match):
         ("consolidation", dict(kappa=0.0), "kappa"),
         ("homeostasis", dict(r_target=0.0), "r_target"),
         ("pharmacology", dict(apv=1.5), "apv"),
+        ("plasticity", dict(sigma=-1.0), r"\[plasticity\] sigma must be >= 0"),
         ("calcium", dict(Mg=float("nan")), "Mg must be a finite number"),
     ],
 )

@@ -261,6 +261,8 @@ def result_json(result: FitResult, cfg: FitConfig | None = None) -> dict:
             "train_interval_s": c.train_interval_s, "ratio": c.ratio, "sem": c.sem,
             "predicted": float(p), "chi2": float(r ** 2),
         })
+        if c.clamp_mv is not None:
+            conds[-1]["clamp_mv"] = c.clamp_mv
     n, k = result.n_points, len(result.free)
     sp = result.space
     out = {
@@ -340,7 +342,7 @@ def load_params(path: str | os.PathLike, params=None):
     """Apply the ``params`` of a fit.json to a `Params` (default `Params()`).
 
     Every ``"group.key"`` entry replaces that leaf; ``extra`` values (D, beta, b,
-    sigma) have no Params counterpart and are not applied.
+    W) have no Params counterpart and are not applied (they belong to the ModelSpec).
     """
     from ..params import GROUPS, Params
 

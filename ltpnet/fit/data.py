@@ -12,6 +12,9 @@ lines starting with ``#`` are comments):
 ``train_interval_s`` onset-to-onset interval of the trains [s] (empty when 1 train)
 ``ratio``           synaptic strength after / before
 ``sem``             standard error of ``ratio``
+``clamp_mv``        optional: the postsynaptic membrane held at this potential
+                    [mV] during the protocol (voltage-clamp pairing; ``"nmda"``
+                    model only, and no postsynaptic spikes: ``dt_ms`` empty)
 =================== ============================================================
 
 60 pairs at 1 Hz (an STDP window), 900 pulses at f (a frequency-response curve) and
@@ -31,6 +34,7 @@ import numpy as np
 
 COLUMNS = ("dt_ms", "pair_freq_hz", "pairs_per_train", "n_trains", "train_interval_s",
            "ratio", "sem")
+OPTIONAL_COLUMNS = ("clamp_mv",)
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 
 
@@ -50,6 +54,7 @@ class Condition:
     ratio: float = 1.0
     sem: float = 1.0
     source: str = ""
+    clamp_mv: float | None = None
 
     @property
     def period_ms(self) -> float:
@@ -97,6 +102,12 @@ class Condition:
             bad("ratio", self.ratio, "a ratio after/before > 0")
         if not (math.isfinite(self.sem) and self.sem > 0):
             bad("sem", self.sem, "a standard error > 0")
+        if self.clamp_mv is not None:
+            if not math.isfinite(self.clamp_mv):
+                bad("clamp_mv", self.clamp_mv, "a finite potential in mV, or empty")
+            if self.dt_ms is not None:
+                bad("dt_ms", self.dt_ms, "empty when clamp_mv is set (a clamped cell "
+                    "does not spike)")
         return self
 
 
@@ -161,6 +172,7 @@ def _condition(rec: dict, where: str) -> Condition:
         return int(x)
 
     dt = num("dt_ms", empty=math.nan)
+    clamp = num("clamp_mv", empty=math.nan) if "clamp_mv" in rec else math.nan
     return Condition(
         dt_ms=None if math.isnan(dt) and rec["dt_ms"] == "" else dt,
         pair_freq_hz=num("pair_freq_hz"),
@@ -170,6 +182,7 @@ def _condition(rec: dict, where: str) -> Condition:
         ratio=num("ratio"),
         sem=num("sem"),
         source=where,
+        clamp_mv=None if math.isnan(clamp) else clamp,
     )
 
 
@@ -187,20 +200,25 @@ def write_csv(path: str | os.PathLike, conditions, header_comment: str = "") -> 
         for line in header_comment.splitlines():
             f.write(f"# {line}".rstrip() + "\n")
         w = csv.writer(f, lineterminator="\n")
-        w.writerow(COLUMNS)
+        clamped = any(c.clamp_mv is not None for c in conditions)
+        w.writerow(COLUMNS + (("clamp_mv",) if clamped else ()))
         for c in conditions:
-            w.writerow(["" if c.dt_ms is None else f"{c.dt_ms:g}",
-                        f"{c.pair_freq_hz:g}",
-                        c.pairs_per_train, c.n_trains,
-                        "" if c.n_trains == 1 else f"{c.train_interval_s:g}",
-                        f"{c.ratio:.6g}", f"{c.sem:.6g}"])
+            row = ["" if c.dt_ms is None else f"{c.dt_ms:g}",
+                   f"{c.pair_freq_hz:g}",
+                   c.pairs_per_train, c.n_trains,
+                   "" if c.n_trains == 1 else f"{c.train_interval_s:g}",
+                   f"{c.ratio:.6g}", f"{c.sem:.6g}"]
+            if clamped:
+                row.append("" if c.clamp_mv is None else f"{c.clamp_mv:g}")
+            w.writerow(row)
 
 
 @dataclasses.dataclass(frozen=True)
 class Batch:
     """Conditions as arrays (one entry per condition), the input of the models.
 
-    `dt_ms` is 0 where there is no postsynaptic spike (`has_post` False).
+    `dt_ms` is 0 where there is no postsynaptic spike (`has_post` False), and
+    `clamp_mv` 0 where the membrane is free (`has_clamp` False).
     """
 
     dt_ms: np.ndarray
@@ -210,6 +228,15 @@ class Batch:
     n_trains: np.ndarray
     ratio: np.ndarray
     sem: np.ndarray
+    clamp_mv: np.ndarray = None
+    has_clamp: np.ndarray = None
+
+    def __post_init__(self):
+        n = self.dt_ms.shape[0]
+        if self.clamp_mv is None:
+            object.__setattr__(self, "clamp_mv", np.zeros(n))
+        if self.has_clamp is None:
+            object.__setattr__(self, "has_clamp", np.zeros(n, bool))
 
     @property
     def size(self) -> int:
@@ -233,4 +260,7 @@ def batch(conditions) -> Batch:
         n_trains=np.array([c.n_trains for c in conditions], np.float64),
         ratio=np.array([c.ratio for c in conditions]),
         sem=np.array([c.sem for c in conditions]),
+        clamp_mv=np.array([0.0 if c.clamp_mv is None else c.clamp_mv
+                           for c in conditions]),
+        has_clamp=np.array([c.clamp_mv is not None for c in conditions]),
     )

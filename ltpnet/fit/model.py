@@ -11,11 +11,16 @@ ratio after/before with the analytic transition probabilities of Graupner & Brun
   threshold is exact (`ltpnet.surrogate.time_above_decay`); every spike of the
   protocol is an event, so trains of any length are exact too.
 * ``"nmda"``: the NMDA/bAP calcium of ltpnet's network, $\dot c = -c/\tau_{Ca}
-  + \alpha_N s\,B(E_L + b) + C_{bAP}\sum\delta(t - t_{post})$, with the NMDA gating
-  trace $s$ (jump 1, decay $\tau_N$) and the bAP depolarisation $b$ (jump $A_{bAP}$,
-  decay $\tau_{bAP}$) on a membrane at rest. It is integrated on a grid over the first
-  ``transient_periods`` periods of a train and over the periodic steady state, which
-  stands for the remaining periods.
+  + \alpha_N s\,B(E_L + b + u) + C_{bAP}\sum\delta(t - t_{post})$, with the NMDA
+  gating trace $s$ (jump 1, decay $\tau_N$), the bAP depolarisation $b$ (jump
+  $A_{bAP}$, decay $\tau_{bAP}$) and the EPSP $u$ of the stimulated pathway, whose
+  inputs all spike together with summed AMPA weight $W$ (``extra.W``, in units of the
+  leak): $u = W (E_E - E_L) \frac{\tau_A}{\tau_m - \tau_A}\sum_i
+  (e^{-(t - t_i)/\tau_m} - e^{-(t - t_i)/\tau_A})$, the EPSP of a membrane at rest
+  linearised in the conductance (W = 0: a membrane at rest apart from the bAP); a
+  condition with ``clamp_mv`` holds the membrane there instead (no EPSP, no bAP). It
+  is integrated on a grid over the first ``transient_periods`` periods of a train and
+  over the periodic steady state, which stands for the remaining periods.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ MODELS = ("linear", "nmda")
 #   D      presynaptic calcium delay [ms]  (ModelSpec.ca_delay_steps * dt in a network)
 #   beta   fraction of synapses initially DOWN  (ModelSpec.beta_down)
 #   b      UP/DOWN weight ratio w1/w0  (plasticity.w_max / plasticity.w_min)
-#   sigma  noise amplitude of the switch (G&B); the network switch is noise-free
+#   W      summed AMPA weight of the stimulated pathway onto one cell (nmda model)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,16 +80,24 @@ PARAMS: dict[str, ParamInfo] = {
     "plasticity.tau_rho": ParamInfo("ms", open_lo=True, doc="switch time constant"),
     "plasticity.rho_star": ParamInfo("1", hi=1.0, open_lo=True,
                                      doc="unstable point of the switch"),
+    "plasticity.sigma": ParamInfo("1", doc="noise amplitude of the switch"),
     "extra.D": ParamInfo("ms", models=("linear",), doc="presynaptic calcium delay"),
     "extra.beta": ParamInfo("1", hi=1.0, doc="fraction of synapses initially DOWN"),
     "extra.b": ParamInfo("1", open_lo=True, doc="UP/DOWN weight ratio w1/w0"),
-    "extra.sigma": ParamInfo("1", doc="noise amplitude of the switch"),
+    "extra.W": ParamInfo("1", models=("nmda",),
+                         doc="summed AMPA weight of the stimulated pathway [g_leak]"),
+    "neuron.tau_m": ParamInfo("ms", open_lo=True, models=("nmda",),
+                              doc="membrane time constant"),
+    "neuron.tau_A": ParamInfo("ms", open_lo=True, models=("nmda",),
+                              doc="AMPA conductance decay"),
+    "neuron.E_E": ParamInfo("mV", lo=-float("inf"), models=("nmda",),
+                            doc="excitatory reversal"),
 }
 
 # Graupner & Brunel (2012) parameter sets (SCIENCE.md section 1a), in ltpnet units (ms).
 _GB_KEYS = ("calcium.tau_Ca", "calcium.C_pre", "calcium.C_post", "plasticity.theta_d",
             "plasticity.theta_p", "plasticity.gamma_d", "plasticity.gamma_p",
-            "extra.sigma", "plasticity.tau_rho", "extra.D", "extra.beta", "extra.b")
+            "plasticity.sigma", "plasticity.tau_rho", "extra.D", "extra.beta", "extra.b")
 _GB_SETS = {
     "DP": (20.0, 1.0, 2.0, 1.0, 1.3, 200.0, 321.808, 2.8284, 150_000.0, 13.7, 0.5, 5.0),
     "cortical_slices": (22.6936, 0.5617539, 1.23964, 1.0, 1.3, 331.909, 725.085, 3.3501,
@@ -97,7 +110,7 @@ _GB_SETS = {
 
 
 def _ltpnet_defaults() -> dict[str, float]:
-    """ltpnet's own defaults: `Params()` and `ModelSpec()` (extras), G&B's sigma."""
+    """ltpnet's own defaults: `Params()` and `ModelSpec()` (extras)."""
     from ..spec import ModelSpec
 
     p, spec = Params(), ModelSpec()
@@ -110,7 +123,7 @@ def _ltpnet_defaults() -> dict[str, float]:
         "extra.D": float(spec.ca_delay_steps * spec.dt),
         "extra.beta": float(spec.beta_down),
         "extra.b": float(p.plasticity.w_max / p.plasticity.w_min),
-        "extra.sigma": 2.8284,  # G&B 2012 (2 sqrt 2, most of their sets)
+        "extra.W": 0.0,
     })
     return out
 
@@ -268,15 +281,25 @@ def _nmda_times(v, cond, opts: ModelOptions, temperature):
         one_minus_r = -jnp.expm1(-P / tau)
         return jnp.where(steady, 1.0, -jnp.expm1(-count * P / tau)) / one_minus_r
 
-    def influx(x, g_n, g_b, now, strict):
-        s = _spike_sum(x, a_pre, tau_n, P, g_n, now, strict)
-        bap = A_b * _spike_sum(x, a_post, tau_b, P, g_b, now, strict)
-        return gain * s * mg_block(v["neuron.E_L"] + bap, v["calcium.Mg"])
+    tau_m, tau_a = v["neuron.tau_m"], v["neuron.tau_A"]
+    # EPSP of the pathway: W (E_E - E_L) tau_A/(tau_m - tau_A) (e^{-t/tau_m} - e^{-t/tau_A});
+    # a clamped membrane sits at clamp_mv with neither EPSP nor bAP
+    clamped = cond["has_clamp"]
+    rest = jnp.where(clamped, cond["clamp_mv"], v["neuron.E_L"])
+    amp_u = jnp.where(clamped, 0.0, v["extra.W"] * (v["neuron.E_E"] - v["neuron.E_L"])
+                      * tau_a / (tau_m - tau_a))
 
-    def nmda_calcium(x, g_n, g_b, now):
+    def influx(x, g, now, strict):
+        s = _spike_sum(x, a_pre, tau_n, P, g["n"], now, strict)
+        bap = A_b * _spike_sum(x, a_post, tau_b, P, g["b"], now, strict)
+        u = amp_u * (_spike_sum(x, a_pre, tau_m, P, g["m"], now, strict)
+                     - _spike_sum(x, a_pre, tau_a, P, g["a"], now, strict))
+        return gain * s * mg_block(rest + bap + u, v["calcium.Mg"])
+
+    def nmda_calcium(x, g, now):
         # exponential integrator with trapezoidal influx, right limits after spikes
-        f_right = influx(x, g_n, g_b, now, False)
-        f_left = influx(x, g_n, g_b, now, True)
+        f_right = influx(x, g, now, False)
+        f_left = influx(x, g, now, True)
         h = jnp.diff(x, axis=-1)
         e = jnp.exp(-h / tau_ca)
         inc = 0.5 * h * (f_right[..., :-1] * e + f_left[..., 1:])
@@ -293,9 +316,10 @@ def _nmda_times(v, cond, opts: ModelOptions, temperature):
         return 0.5 * (jnp.concatenate([z, h]) + jnp.concatenate([h, z]))
 
     # periods of the train
-    g_n, g_b, g_c = geo(tau_n, k), geo(tau_b, k), geo(tau_ca, k)
+    taus = {"n": tau_n, "b": tau_b, "m": tau_m, "a": tau_a}
+    g_c = geo(tau_ca, k)
     row = phi[None, :]
-    J = nmda_calcium(row, g_n, g_b, True)
+    J = nmda_calcium(row, {name: geo(tau, k) for name, tau in taus.items()}, True)
     eP = jnp.exp(-P / tau_ca)
     carry_out = J[:, -1] * jnp.exp(-(P - W) / tau_ca)
 
@@ -316,7 +340,7 @@ def _nmda_times(v, cond, opts: ModelOptions, temperature):
     def geo_n(tau):  # the n spikes of the train, all in the past
         return -jnp.expm1(-n * P / tau) / -jnp.expm1(-P / tau)
 
-    J_tail = nmda_calcium(x, geo_n(tau_n), geo_n(tau_b), False)
+    J_tail = nmda_calcium(x, {name: geo_n(tau) for name, tau in taus.items()}, False)
     c_tail = (c0_tail * jnp.exp(-x / tau_ca) + J_tail
               + C_b * _spike_sum(x, a_post, tau_ca, P, geo_n(tau_ca), False))
     w_tail = dwell(x)
@@ -350,7 +374,7 @@ def transition_probabilities(v, t_d, t_p):
     active = rate > 1e-9
     safe = jnp.where(active, rate, 1.0)
     rho_bar = gp * t_p / safe
-    var = v["extra.sigma"] ** 2 * (t_p + t_d) / safe
+    var = v["plasticity.sigma"] ** 2 * (t_p + t_d) / safe
     G = safe / v["plasticity.tau_rho"]
     spread = jnp.sqrt(jnp.maximum(var * -jnp.expm1(-2.0 * G), 0.0) + 1e-20)
     decay = jnp.exp(-G)
@@ -375,6 +399,7 @@ def batch_arrays(b: Batch, dtype=None) -> dict:
     f = dtype or jnp.result_type(float)
     return {
         "dt_ms": jnp.asarray(b.dt_ms, f), "has_post": jnp.asarray(b.has_post),
+        "clamp_mv": jnp.asarray(b.clamp_mv, f), "has_clamp": jnp.asarray(b.has_clamp),
         "period_ms": jnp.asarray(b.period_ms, f), "n_pairs": jnp.asarray(b.n_pairs),
         "n_trains": jnp.asarray(b.n_trains, f),
     }

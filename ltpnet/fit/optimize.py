@@ -78,7 +78,7 @@ class FitResult:
         return {k: v for k, v in self.values.items() if not k.startswith("extra.")}
 
     def extra(self) -> dict:
-        """Values without a Params counterpart (D, beta, b, sigma), by short name."""
+        """Values without a Params counterpart (D, beta, b, W), by short name."""
         return {k.split(".", 1)[1]: v for k, v in self.values.items()
                 if k.startswith("extra.")}
 
@@ -103,6 +103,11 @@ def model_options(model: str, conditions, **kw) -> ModelOptions:
     if not (isinstance(opts.transient_periods, int) and opts.transient_periods >= 1):
         raise FitConfigError(f"[model] transient_periods must be an integer >= 1, "
                              f"got transient_periods={opts.transient_periods!r}")
+    clamped = [c for c in conditions if c.clamp_mv is not None]
+    if clamped and model != "nmda":
+        raise FitConfigError(f"{clamped[0].source}: clamp_mv needs [model] calcium = "
+                             f"'nmda' (the linear model has no membrane), got "
+                             f"calcium={model!r}")
     max_dt = max((abs(c.dt_ms) for c in conditions if c.dt_ms is not None), default=0.0)
     if not opts.window_ms > max_dt:
         raise FitConfigError(f"[model] window_ms must exceed the largest |dt_ms| "

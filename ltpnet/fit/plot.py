@@ -35,6 +35,8 @@ def _trains(c: Condition) -> str:
 def _label(c: Condition) -> str:
     """Short label of a condition for the 'other conditions' panel."""
     what = "pre only" if c.dt_ms is None else f"dt {c.dt_ms:g}"
+    if c.clamp_mv is not None:
+        what = f"clamp {c.clamp_mv:g} mV"
     trains = f"x{c.n_trains}" if c.n_trains > 1 else ""
     return f"{what}\n{c.pairs_per_train}{trains} @ {c.pair_freq_hz:g} Hz"
 
@@ -50,26 +52,52 @@ def _valid(conds, xs):
     return [c for c, _ in keep], np.array([x for _, x in keep])
 
 
+def _by_protocol(conditions, keep) -> list[list[int]]:
+    """Indices of the conditions `keep` selects, grouped by frequency, pairs per train,
+    trains and train interval."""
+    groups = defaultdict(list)
+    for i, c in enumerate(conditions):
+        if keep(c):
+            groups[(c.pair_freq_hz, c.pairs_per_train, c.n_trains,
+                    c.train_interval_s)].append(i)
+    return list(groups.values())
+
+
+def _sweep(conditions, idx, field: str, n: int, limit: float = np.inf):
+    """`(c0, x, dense, dense_x)` of conditions `idx` that differ in `field` only (None
+    unless two values differ): the values, and a grid of `n` points over their range
+    widened by 10 % (clipped to +-limit) as conditions like the first."""
+    x = np.array([getattr(conditions[i], field) for i in idx])
+    if len(set(x)) < 2:
+        return None
+    c0 = conditions[idx[0]]
+    span = x.max() - x.min()
+    lo, hi = max(x.min() - 0.1 * span, -limit), min(x.max() + 0.1 * span, limit)
+    xd = np.union1d(np.linspace(lo, hi, n), x)
+    dense, xd = _valid([dataclasses.replace(c0, source="", **{field: float(v)})
+                        for v in xd], xd)
+    return c0, x, dense, xd
+
+
 def families(conditions) -> list[Family]:
     """Group conditions into timing curves, frequency curves and the rest."""
     out, used = [], set()
-    by_proto = defaultdict(list)
-    for i, c in enumerate(conditions):
-        if c.dt_ms is not None:
-            by_proto[(c.pair_freq_hz, c.pairs_per_train, c.n_trains,
-                      c.train_interval_s)].append(i)
-    for idx in by_proto.values():
-        dts = np.array([conditions[i].dt_ms for i in idx])
-        if len(set(dts)) < 2:
+    for idx in _by_protocol(conditions, lambda c: c.clamp_mv is not None):
+        sweep = _sweep(conditions, idx, "clamp_mv", 121)
+        if sweep is None:
             continue
-        c0 = conditions[idx[0]]
-        span = dts.max() - dts.min()
-        limit = 0.95 * c0.period_ms
-        lo = max(dts.min() - 0.1 * span, -limit)
-        hi = min(dts.max() + 0.1 * span, limit)
-        xd = np.union1d(np.linspace(lo, hi, 161), dts)
-        dense, xd = _valid([dataclasses.replace(c0, dt_ms=float(x), source="")
-                            for x in xd], xd)
+        c0, vs, dense, xd = sweep
+        out.append(Family(
+            title=f"{c0.pairs_per_train} pulses at {c0.pair_freq_hz:g} Hz{_trains(c0)}, "
+                  "clamped",
+            xlabel="holding potential [mV]", index=idx, x=vs, dense=dense, dense_x=xd))
+        used.update(idx)
+    for idx in _by_protocol(conditions, lambda c: c.dt_ms is not None):
+        period = conditions[idx[0]].period_ms
+        sweep = _sweep(conditions, idx, "dt_ms", 161, limit=0.95 * period)
+        if sweep is None:
+            continue
+        c0, dts, dense, xd = sweep
         out.append(Family(
             title=f"{c0.pairs_per_train} pairs at {c0.pair_freq_hz:g} Hz{_trains(c0)}",
             xlabel="dt = t_post - t_pre [ms]", index=idx, x=dts, dense=dense,
@@ -77,7 +105,7 @@ def families(conditions) -> list[Family]:
         used.update(idx)
     by_dt = defaultdict(list)
     for i, c in enumerate(conditions):
-        if i not in used:
+        if i not in used and c.clamp_mv is None:
             key = (c.dt_ms, c.pairs_per_train, c.n_trains, c.train_interval_s)
             by_dt[key].append(i)
     for idx in by_dt.values():

@@ -1,0 +1,74 @@
+"""The NMDA read-out that calibrates the hippocampal defaults (`ltpnet fit
+configs/fit/hippocampal.toml`) must see the calcium that the network makes: times
+above theta_d and theta_p of the fit's single-synapse model against those of the
+engine's calcium, recorded every step, under the same protocol."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import ltpnet as lt
+from ltpnet.fit import Condition
+from ltpnet.fit.data import batch
+from ltpnet.fit.model import ModelOptions, batch_arrays, names_for, preset, times_above
+
+N_PULSES, DT = 20, 0.2  # 20 pulses, 0.2 ms steps
+
+
+def _engine_times(params, k, clamp_mv, rho, freq=1.0):
+    """(t_d, t_p) [ms] of the engine's calcium: one cell, k synapses of pathway S1,
+    all pulsed together at `freq` Hz (first at 0.5 s); switch frozen at `rho`."""
+    spec = lt.ModelSpec(n_post=1, k=k, pathways=(("S1", k),), dt=DT, phases=False,
+                        homeostasis=False, calcium_step="exponential", slow_every=1)
+    p = (params.with_values("input", rate=0.0)
+         .with_values("plasticity", gamma_d=0.0, gamma_p=0.0, tau_rho=1e15))
+    if clamp_mv is not None:
+        p = (p.with_values("neuron", V_clamp=clamp_mv)
+             .with_values("pharmacology", clamp_on=0.0, clamp_off=1e12))
+    conn, state = lt.build(spec, p, 0)
+    state = state.replace(syn=state.syn.replace(rho=jnp.full((1, k), rho, jnp.float32)))
+    period = 1000.0 / freq
+    prot = lt.Protocol().add_pulses("S1", [500.0 + period * i for i in range(N_PULSES)])
+    res = lt.simulate(spec, p, N_PULSES * period + 1000.0, protocol=prot, state=state,
+                      conn=conn, observe=lt.Observe(every=1, variables=("c",)))
+    c = np.asarray(res.records["c"])[:, 0, 0]
+    assert res.post_spikes.sum() == 0  # the fit's membrane does not spike
+    pl = p.plasticity
+    return (DT * np.sum(c > float(pl.theta_d)), DT * np.sum(c > float(pl.theta_p)))
+
+
+def _fit_times(W, clamp_mv, freq=1.0):
+    v = preset("ltpnet")
+    v["extra.W"] = W
+    o = ModelOptions("nmda", max_pairs=N_PULSES, grid=512)
+    td, tp = times_above({k: jnp.asarray(v[k]) for k in names_for("nmda")},
+                         batch_arrays(batch([Condition(None, freq, N_PULSES,
+                                                       clamp_mv=clamp_mv)])), o, 0.0)
+    return float(td[0]), float(tp[0])
+
+
+@pytest.mark.parametrize("clamp_mv", [-50.0, -25.0])
+def test_fit_read_out_sees_the_network_calcium_under_clamp(clamp_mv):
+    """Clamped: the fit's calcium is the engine's exactly (fixed B, exponential step)
+    up to the grid of each (0.2 ms steps, about 1 ms nodes)."""
+    want = _engine_times(lt.Params(), 1, clamp_mv, 0.5)
+    got = _fit_times(0.0, clamp_mv)
+    assert want[0] > 100.0 and (want[1] > 100.0 or clamp_mv == -50.0)
+    np.testing.assert_allclose(got, want, rtol=0.03, atol=N_PULSES * 1.0)
+
+
+def test_fit_read_out_sees_the_pathway_epsp():
+    """Free membrane, 20 pulses at 1 Hz to 10 synapses of summed weight W = 0.35:
+    the fit's linearised EPSP gives the engine's times above theta_d within 10 %;
+    without the EPSP (W = 0) a pulse at rest stays below theta_d."""
+    p = lt.Params()
+    k, pl = 10, p.plasticity
+    rho = (0.035 - float(pl.w_min)) / float(pl.w_max - pl.w_min)  # w = 0.035 each
+    want = _engine_times(p, k, None, rho)
+    got = _fit_times(0.35, None)
+    bare = _fit_times(0.0, None)
+    assert want[0] > 100.0
+    assert got[0] == pytest.approx(want[0], rel=0.1)
+    assert bare[0] == 0.0
