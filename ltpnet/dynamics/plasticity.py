@@ -53,6 +53,4 @@ def update_rho(rho, c, kr, theta_d, theta_p, gamma_d, gamma_p, rho_star,
         new = new + noise * jnp.sqrt(hp + hd)
     if relax_to is not None:
         new = new - k_relax * (rho - relax_to)
-    if noise is not None:
-        return new
-    return jnp.clip(new, 0.0, 1.0)
+    return new if noise is not None else jnp.clip(new, 0.0, 1.0)

@@ -228,15 +228,8 @@ class Batch:
     n_trains: np.ndarray
     ratio: np.ndarray
     sem: np.ndarray
-    clamp_mv: np.ndarray = None
-    has_clamp: np.ndarray = None
-
-    def __post_init__(self):
-        n = self.dt_ms.shape[0]
-        if self.clamp_mv is None:
-            object.__setattr__(self, "clamp_mv", np.zeros(n))
-        if self.has_clamp is None:
-            object.__setattr__(self, "has_clamp", np.zeros(n, bool))
+    clamp_mv: np.ndarray
+    has_clamp: np.ndarray
 
     @property
     def size(self) -> int:
