@@ -63,7 +63,8 @@ class PlasticityParams:
     gamma_d: float = 15.1  # depression rate [1, per tau_rho]
     gamma_p: float = 73.5  # potentiation rate [1, per tau_rho]
     tau_rho: float = 150_000.0  # switch time constant [ms]
-    sigma: float = 2.74  # switch noise amplitude (G&B sigma) when ModelSpec.switch_noise [1]
+    sigma: float = 2.74  # switch noise above theta_d (G&B sigma) when ModelSpec.switch_noise [1]
+    sigma_p: float = 2.74  # switch noise above theta_p (G&B: sigma_p = sigma) [1]
     rho_star: float = 0.5  # unstable point of the switch [1]
     w_min: float = 0.01515  # weight of a DOWN synapse [g_leak] (w_max / 5.28)
     w_max: float = 0.08  # weight of an UP synapse [g_leak]
@@ -244,7 +245,7 @@ def param_errors(p: Params) -> list[str]:
     if np.any(a(pl.theta_p) <= a(pl.theta_d)):
         err("plasticity", f"theta_p must exceed theta_d, got theta_p={_val(pl.theta_p)}, "
                           f"theta_d={_val(pl.theta_d)}")
-    for name in ("gamma_d", "gamma_p", "sigma"):
+    for name in ("gamma_d", "gamma_p", "sigma", "sigma_p"):
         if np.any(a(getattr(pl, name)) < 0):
             err("plasticity", f"{name} must be >= 0, got {name}={_val(getattr(pl, name))}")
     if np.any((a(pl.rho_star) <= 0) | (a(pl.rho_star) >= 1)):

@@ -48,8 +48,9 @@ class ModelSpec:
         k_ie: Interneuron synapses per pyramidal neuron.
         t286a: CaMKII T286A: the efficacy switch cannot latch.
         switch_noise: The efficacy switch is stochastic (Graupner & Brunel 2012): each
-            step adds `sigma sqrt(dt/tau_rho) sqrt(H(c - theta_p) + H(c - theta_d)) xi`,
-            `sigma = Params.plasticity.sigma`, so a protocol flips a fraction of a
+            step adds `sqrt(dt/tau_rho) sqrt(sigma^2 H(c - theta_d) + sigma_p^2
+            H(c - theta_p)) xi` (`sigma`, `sigma_p` of `Params.plasticity`; G&B have
+            sigma_p = sigma), so a protocol flips a fraction of a
             pathway's switches rather than all or none. Off: the deterministic switch
             of bench-v1. Per-step engine only.
         slow_every: Slow variables (scaling factor, tags, protein, late phase,

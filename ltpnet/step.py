@@ -52,7 +52,7 @@ class Coeffs:
     kv: jnp.ndarray
     kN: jnp.ndarray
     kr: jnp.ndarray
-    kn: jnp.ndarray  # sigma sqrt(dt / tau_rho): switch noise per unit variate
+    kn: jnp.ndarray  # sqrt(dt / tau_rho): switch noise per unit variate and unit sigma
     k286: jnp.ndarray
     r_inc: jnp.ndarray
     ka: jnp.ndarray
@@ -86,7 +86,7 @@ def discretise(spec: ModelSpec, params: Params, conn: Connectivity) -> Coeffs:
         kv=dt / n.tau_m,
         kN=_calcium_gain(spec, dt, p),
         kr=dt / p.plasticity.tau_rho,
-        kn=p.plasticity.sigma * jnp.sqrt(dt / p.plasticity.tau_rho),
+        kn=jnp.sqrt(dt / p.plasticity.tau_rho),
         k286=dt / p.consolidation.tau_t286a,
         r_inc=MS_PER_S / p.homeostasis.tau_r,
         ka=dt_s / p.homeostasis.tau_a,
@@ -191,7 +191,7 @@ def step(spec: ModelSpec, co: Coeffs, conn: Connectivity, state: State,
     rho = plasticity.update_rho(
         syn.rho, c, co.kr, pl.theta_d, pl.theta_p, pl.gamma_d, pl.gamma_p, pl.rho_star,
         latch=not spec.t286a, relax_to=syn.z if spec.t286a else None, k_relax=co.k286,
-        noise=noise)
+        noise=noise, sigma=pl.sigma, sigma_p=pl.sigma_p)
     # 7. rate sensor (the scaling factor moves on the slow clock)
     r = homeostasis.update_rate(post.r, yf, co.eR, co.r_inc)
     new = State(

@@ -240,8 +240,9 @@ def reference_step(
         cubic = -rho * (1.0 - rho) * (_f(pl.rho_star) - rho)
         drho = dt / _f(pl.tau_rho) * (cubic + ltp - ltd)
     if getattr(spec, "switch_noise", False):
-        gate = np.sqrt(heaviside(c - theta_p) + heaviside(c - theta_d))
-        drho = drho + _f(pl.sigma) * np.sqrt(dt / _f(pl.tau_rho)) * gate * np.asarray(
+        gate = np.sqrt(_f(pl.sigma) ** 2 * heaviside(c - theta_d)
+                       + _f(pl.sigma_p) ** 2 * heaviside(c - theta_p))
+        drho = drho + np.sqrt(dt / _f(pl.tau_rho)) * gate * np.asarray(
             xi, np.float64)
     noisy = getattr(spec, "switch_noise", False)  # a noisy switch is not clipped
     new["rho"] = rho + drho if noisy else np.clip(rho + drho, 0.0, 1.0)

@@ -492,3 +492,38 @@ def test_shipped_configs_are_valid():
     for path in sorted((CONFIGS / "fit").glob("*.toml")):
         cfg = load_config(path)
         assert cfg.conditions and cfg.free, path
+
+
+@pytest.mark.parametrize("above_p", [True, False])
+def test_read_out_matches_a_monte_carlo_of_the_two_noise_switch(x64, above_p):
+    """With calcium above theta_p all the time (t_p = t_d) or only in the depression
+    band (t_p = 0), the linear switch is an Ornstein-Uhlenbeck process and the read-out
+    is exact: compare U and D with Euler-Maruyama paths in NumPy float64, noise
+    sqrt(dt/tau) sqrt(sigma^2 H_d + sigma_p^2 H_p) xi with sigma != sigma_p."""
+    from ltpnet.fit.model import transition_probabilities
+
+    v = {"plasticity.gamma_p": 80.0, "plasticity.gamma_d": 30.0,
+         "plasticity.sigma": 1.5, "plasticity.sigma_p": 6.0,
+         "plasticity.tau_rho": 150_000.0, "plasticity.rho_star": 0.5}
+    t_d = 800.0 if above_p else 5000.0  # ms
+    t_p = t_d if above_p else 0.0
+    U, D = (float(x) for x in transition_probabilities(
+        {k: jnp.float64(x) for k, x in v.items()}, jnp.float64(t_d), jnp.float64(t_p)))
+    rng = np.random.default_rng(7)
+    n_paths, n_steps = 20_000, 2000
+    h = t_d / n_steps
+    gp = v["plasticity.gamma_p"] if above_p else 0.0
+    amp = math.sqrt(h / v["plasticity.tau_rho"]) * math.sqrt(
+        v["plasticity.sigma"] ** 2 + (v["plasticity.sigma_p"] ** 2 if above_p else 0.0))
+    got = []
+    for rho0 in (0.0, 1.0):
+        rho = np.full(n_paths, rho0)
+        for _ in range(n_steps):
+            drift = gp * (1 - rho) - v["plasticity.gamma_d"] * rho
+            rho = rho + h / v["plasticity.tau_rho"] * drift + amp * rng.standard_normal(n_paths)
+        got.append(float(np.mean(rho > 0.5)))
+    # 2e4 paths: standard error <= 0.0035; Euler bias at 2000 steps is far below it
+    assert got[0] == pytest.approx(U, abs=0.02)
+    assert 1.0 - got[1] == pytest.approx(D, abs=0.02)
+    # the noise decides the fate of some switches: the comparison has teeth
+    assert 0.05 < U < 0.95 or 0.05 < D < 0.95

@@ -202,9 +202,10 @@ def test_poisson_run_matches_reference_replay(x64):
 def test_switch_noise_run_matches_reference_replay(x64, rng):
     """With switch noise, `simulate` equals the reference fed the same input spikes
     and the same unit variates (`ltpnet.step.switch_variates` of each step's key):
-    the noise is sigma sqrt(dt/tau_rho) sqrt(H_p + H_d) xi, gated by calcium."""
+    the noise is sqrt(dt/tau_rho) sqrt(sigma^2 H_d + sigma_p^2 H_p) xi, gated by calcium."""
     spec = small_spec("float64", phases=False, switch_noise=True, rng=rng)
-    params = fast_params(spec.k, input=dict(rate=30.0), plasticity=dict(sigma=3.0))
+    params = fast_params(spec.k, input=dict(rate=30.0), plasticity=dict(sigma=3.0,
+                                                                             sigma_p=7.0))
     every, duration, seed = 50, 30.0, 4
     obs = ltpnet.Observe(every=every, variables=("c", "rho"),
                          spike_neurons=spec.n_post, input_neurons=spec.n_pre)
@@ -227,6 +228,7 @@ def test_switch_noise_run_matches_reference_replay(x64, rng):
     c = np.stack([s["c"] for s in out["states"]])
     gated = c > params.plasticity.theta_d
     assert 0.05 < gated.mean() < 0.95  # noise on in some steps, off in others
+    assert (c > params.plasticity.theta_p).mean() > 0.01  # and sigma_p in some
     for i, n in enumerate(range(every - 1, n_steps, every)):
         np.testing.assert_allclose(res.records["rho"][i], rho[n], **X64_RUN,
                                    err_msg=f"rho at step {n}")
@@ -506,6 +508,8 @@ def test_spec_check_names_the_field(changes, match):
         ("homeostasis", dict(r_target=0.0), "r_target"),
         ("pharmacology", dict(apv=1.5), "apv"),
         ("plasticity", dict(sigma=-1.0), r"\[plasticity\] sigma must be >= 0"),
+        ("plasticity", dict(sigma_p=-0.5),
+         r"\[plasticity\] sigma_p must be >= 0, got sigma_p=-0.5"),
         ("calcium", dict(Mg=float("nan")), "Mg must be a finite number"),
     ],
 )

@@ -7,10 +7,13 @@ Linear (Graupner-Brunel) variant: $c \leftarrow c\,e^{-dt/\tau_{Ca}}
 Switch: $\rho \leftarrow \mathrm{clip}(\rho + \frac{dt}{\tau_\rho}[-\rho(1-\rho)(\rho^*-\rho)
 + \gamma_p(1-\rho)H(c-\theta_p) - \gamma_d\rho H(c-\theta_d)], 0, 1)$; with CaMKII
 T286A the cubic (the latch) is replaced by relaxation to the late state,
-$-\frac{dt}{\tau_{T286A}}(\rho - z)$. With switch noise (Graupner & Brunel 2012,
-Euler-Maruyama) the step adds $\sigma\sqrt{dt/\tau_\rho}\sqrt{H(c-\theta_p)
-+ H(c-\theta_d)}\,\xi$, $\xi$ zero-mean with unit variance, drawn per synapse and step:
-the noise acts only while calcium is above a threshold. A noisy switch is not clipped
+$-\frac{dt}{\tau_{T286A}}(\rho - z)$. With switch noise (Euler-Maruyama) the step adds
+$\sqrt{dt/\tau_\rho}\sqrt{\sigma^2 H(c-\theta_d) + \sigma_p^2 H(c-\theta_p)}\,\xi$,
+$\xi$ zero-mean with unit variance, drawn per synapse and step: the noise acts only
+while calcium is above a threshold. Graupner & Brunel (2012) have $\sigma_p = \sigma$;
+a separate $\sigma_p$ lets the noise of potentiating calcium (a tetanus, a pairing)
+differ from that of the depressing band, which every pathway test pulse visits
+(docs/model.md, section 6). A noisy switch is not clipped
 (as in Graupner & Brunel's model): clipping at 0 and 1 would turn the walls into
 reflecting ones and bias the noise towards potentiation of DOWN synapses (and
 depression of UP ones); the cubic's attractors at 0 and 1 hold rho near them instead.
@@ -32,13 +35,14 @@ def calcium_linear(c, x_syn, y, eCa, C_pre, C_post):
 
 
 def update_rho(rho, c, kr, theta_d, theta_p, gamma_d, gamma_p, rho_star,
-               latch=True, relax_to=None, k_relax=0.0, step_fn=None, noise=None):
+               latch=True, relax_to=None, k_relax=0.0, step_fn=None, noise=None,
+               sigma=0.0, sigma_p=0.0):
     r"""One step of the efficacy switch; returns rho, clipped to [0, 1] when noise-free.
 
     `step_fn(c, theta)` replaces the hard gate `c > theta` (e.g. a smooth surrogate
     from `ltpnet.surrogate` when gradients must reach the thresholds); None keeps
-    the hard gate. `noise` is $\sigma\sqrt{dt/\tau_\rho}\,\xi$ `(n_post, k)` (the
-    gate is applied here), or None for a noise-free switch.
+    the hard gate. `noise` is $\sqrt{dt/\tau_\rho}\,\xi$ `(n_post, k)`, scaled here by
+    the gate $\sqrt{\sigma^2 H_d + \sigma_p^2 H_p}$, or None for a noise-free switch.
     """
     if step_fn is None:
         hp = (c > theta_p).astype(rho.dtype)
@@ -50,7 +54,7 @@ def update_rho(rho, c, kr, theta_d, theta_p, gamma_d, gamma_p, rho_star,
         drive = drive - rho * (1 - rho) * (rho_star - rho)
     new = rho + kr * drive
     if noise is not None:
-        new = new + noise * jnp.sqrt(hp + hd)
+        new = new + noise * jnp.sqrt(sigma**2 * hd + sigma_p**2 * hp)
     if relax_to is not None:
         new = new - k_relax * (rho - relax_to)
     return new if noise is not None else jnp.clip(new, 0.0, 1.0)

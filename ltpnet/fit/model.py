@@ -80,7 +80,8 @@ PARAMS: dict[str, ParamInfo] = {
     "plasticity.tau_rho": ParamInfo("ms", open_lo=True, doc="switch time constant"),
     "plasticity.rho_star": ParamInfo("1", hi=1.0, open_lo=True,
                                      doc="unstable point of the switch"),
-    "plasticity.sigma": ParamInfo("1", doc="noise amplitude of the switch"),
+    "plasticity.sigma": ParamInfo("1", doc="switch noise above theta_d"),
+    "plasticity.sigma_p": ParamInfo("1", doc="switch noise above theta_p (G&B: = sigma)"),
     "extra.D": ParamInfo("ms", models=("linear",), doc="presynaptic calcium delay"),
     "extra.beta": ParamInfo("1", hi=1.0, doc="fraction of synapses initially DOWN"),
     "extra.b": ParamInfo("1", open_lo=True, doc="UP/DOWN weight ratio w1/w0"),
@@ -136,6 +137,7 @@ def preset(name: str) -> dict[str, float]:
     if name != "ltpnet":
         base.update(dict(zip(_GB_KEYS, _GB_SETS[name], strict=True)))
         base["plasticity.rho_star"] = 0.5
+        base["plasticity.sigma_p"] = base["plasticity.sigma"]  # one noise in G&B
     return base
 
 
@@ -363,7 +365,8 @@ def transition_probabilities(v, t_d, t_p):
 
     Graupner & Brunel (2012): with $G = (\gamma_p t_p + \gamma_d t_d)/\tau$,
     $\bar\rho = \gamma_p t_p/(\gamma_p t_p + \gamma_d t_d)$ and $\sigma_\rho^2 =
-    \sigma^2 (t_p + t_d)/(\gamma_p t_p + \gamma_d t_d)$, a synapse that starts at
+    (\sigma_p^2 t_p + \sigma^2 t_d)/(\gamma_p t_p + \gamma_d t_d)$ (G&B: $\sigma_p =
+    \sigma$), a synapse that starts at
     $\rho_0$ ends above $\rho^*$ with probability $\frac12[1 + \mathrm{erf}(x)]$,
     $x = (\bar\rho + (\rho_0 - \bar\rho)e^{-G} - \rho^*)
     /\sqrt{\sigma_\rho^2(1 - e^{-2G})}$.
@@ -374,7 +377,7 @@ def transition_probabilities(v, t_d, t_p):
     active = rate > 1e-9
     safe = jnp.where(active, rate, 1.0)
     rho_bar = gp * t_p / safe
-    var = v["plasticity.sigma"] ** 2 * (t_p + t_d) / safe
+    var = (v["plasticity.sigma_p"] ** 2 * t_p + v["plasticity.sigma"] ** 2 * t_d) / safe
     G = safe / v["plasticity.tau_rho"]
     spread = jnp.sqrt(jnp.maximum(var * -jnp.expm1(-2.0 * G), 0.0) + 1e-20)
     decay = jnp.exp(-G)
