@@ -64,7 +64,8 @@ def make_spec(n_post: int, k: int = 100, k_path: int = 10, n_in: int = 100,
     return lt.ModelSpec(n_post=n_post, k=k,
                         pathways=tuple((n, n_in) for n in names) + (("bg", n_bg),),
                         dt=dt, slow_every=slow_every, phases=True,
-                        homeostasis=True).check()
+                        homeostasis=True, switch_noise=True, rng="hash",
+                        calcium_step="exponential").check()
 
 
 def overlap_network(spec, k_path: int, overlaps=OVERLAPS, seed: int = 0,
