@@ -176,6 +176,23 @@ def test_update_rho_default_gate_is_unchanged_and_accepts_a_surrogate():
     assert float(g) < 0  # a higher theta_p means less potentiation
 
 
+def test_noisy_switch_has_finite_gradients_where_the_gate_is_shut():
+    """d rho / d sigma and d sigma_p are the variate times the gate's slope, and 0
+    (not NaN) where calcium is below both thresholds."""
+    c = jnp.asarray([0.5, 1.1, 2.0], jnp.float32)  # below, in the band, above theta_p
+    rho = jnp.full(3, 0.3, jnp.float32)
+    xi = jnp.asarray([0.7, -1.2, 0.9], jnp.float32)
+
+    def f(sig):
+        return plasticity.update_rho(rho, c, 0.01, 1.0, 1.3, 200.0, 321.8, 0.5,
+                                     noise=xi, sigma=sig[0], sigma_p=sig[1])
+
+    jac = np.asarray(jax.jacobian(f)(jnp.asarray([2.0, 3.0], jnp.float32)))
+    gate = np.sqrt(4.0 + 9.0)
+    np.testing.assert_allclose(jac, [[0.0, 0.0], [-1.2, 0.0],
+                                     [0.9 * 2.0 / gate, 0.9 * 3.0 / gate]], rtol=1e-5)
+
+
 # ------------------------------------------------------------------ models
 
 def _linear_brute(v, c: Condition, dt=0.0005):

@@ -54,7 +54,11 @@ def update_rho(rho, c, kr, theta_d, theta_p, gamma_d, gamma_p, rho_star,
         drive = drive - rho * (1 - rho) * (rho_star - rho)
     new = rho + kr * drive
     if noise is not None:
-        new = new + noise * jnp.sqrt(sigma**2 * hd + sigma_p**2 * hp)
+        var = sigma**2 * hd + sigma_p**2 * hp
+        # sqrt has an infinite slope at 0: keep gradients (in sigma, sigma_p) finite
+        # where calcium is below both thresholds and the gate is shut
+        open_ = var > 0
+        new = new + noise * jnp.where(open_, jnp.sqrt(jnp.where(open_, var, 1.0)), 0.0)
     if relax_to is not None:
         new = new - k_relax * (rho - relax_to)
     return new if noise is not None else jnp.clip(new, 0.0, 1.0)
