@@ -8,6 +8,8 @@ are those of the parity tests, so the compiled programs are shared.
 
 from __future__ import annotations
 
+import importlib
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -17,6 +19,8 @@ from reference import mg_block as reference_mg_block
 
 import ltpnet
 from ltpnet.dynamics.neuron import mg_block
+
+step_module = importlib.import_module("ltpnet.step")  # ltpnet.step is the function
 
 pytestmark = pytest.mark.usefixtures("x64")
 
@@ -323,6 +327,28 @@ def test_early_change_decays_exponentially():
     want = e0[None] * np.exp(-t / float(params.consolidation.tau_e))[:, None, None]
     np.testing.assert_allclose(traj["rho"] - traj["rho_ref"], want, **X64_RUN)
     assert np.abs(want[-1]).max() < 0.5 * 0.9
+
+
+def test_efficacy_is_bounded_by_down_and_up():
+    """q = clip(z + rho - rho_ref, 0, 1): a synapse potentiated early and then captured
+    (z = 1, e = 1) reads UP, not twice UP, and its weight is a w_max; one depressed
+    early and captured by an LTD tag (z = 0, e = -1) reads DOWN; in between, q = z + e."""
+    spec, params, conn, state = phases_network()
+    n_post, k = spec.n_post, spec.k
+    z = np.array([1.0, 0.0, 0.0, 1.0, 0.0, 1.0, 0.6, 0.2, 1.0, 0.0])
+    rho = np.array([1.0, 0.0, 1.0, 0.0, 0.7, 0.3, 0.5, 0.5, 1.0, 0.0])
+    rho_ref = np.array([0.0, 1.0, 0.0, 1.0, 0.5, 0.5, 0.7, 0.1, 1.0, 0.0])
+    want = np.array([1.0, 0.0, 1.0, 0.0, 0.2, 0.8, 0.4, 0.6, 1.0, 0.0])
+    state = with_syn(state, z=np.tile(z, (n_post, 1)), rho=np.tile(rho, (n_post, 1)),
+                     rho_ref=np.tile(rho_ref, (n_post, 1)))
+    q = np.asarray(step_module.efficacy(spec, state))
+    np.testing.assert_allclose(q, np.tile(want, (n_post, 1)), atol=1e-6)
+    co = step_module.discretise(spec, params, conn)
+    w = np.asarray(step_module.syn_weights(spec, co, state))
+    pl = params.plasticity
+    a = np.asarray(state.post.a)[:, None]
+    assert np.all(w <= a * float(pl.w_max) * (1 + 1e-6))
+    np.testing.assert_allclose(w[:, 0], a[:, 0] * float(pl.w_max), rtol=1e-6)
 
 
 def test_t286a_rho_relaxes_to_the_late_state():

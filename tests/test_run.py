@@ -59,7 +59,7 @@ def copy_tree(tree):
 def expected_records(spec, params, conn, ref_state):
     """The recorded variables, computed with NumPy from a reference state."""
     pl = params.plasticity
-    q = np.maximum(ref_state["z"] + ref_state["rho"] - ref_state["rho_ref"], 0.0)
+    q = np.clip(ref_state["z"] + ref_state["rho"] - ref_state["rho_ref"], 0.0, 1.0)
     w = ref_state["a"][:, None] * (
         float(pl.w_min) + q * (float(pl.w_max) - float(pl.w_min))
     )
@@ -96,7 +96,7 @@ def test_run_chunk_matches_reference_across_chunks(x64):
     )
     n_chunk, every = 300, 10
     n_steps = 2 * n_chunk
-    seed = 11  # meets the preconditions checked below
+    seed = 25  # meets the preconditions checked below
     conn, _ = ltpnet.build(spec, params, seed)
     state0 = random_state(spec, params, conn, seed + 1)
     raster = random_raster(spec, n_steps, 0.003, seed + 2)

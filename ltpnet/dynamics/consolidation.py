@@ -7,7 +7,9 @@ Tags: LTP tag $e > \theta_{tag}$, LTD tag $e < -\theta_{tag}$.
 Protein (per neuron): $dp/dt = -p/\tau_{deg} + (1 - p)/\tau_{syn}\cdot T$, with
 trigger $T = [\langle|e|\rangle_k > \theta_{pro}]$ and no synthesis under anisomycin.
 Late phase: $\tau_z dz/dt = z(1-z)(z-\kappa) + \gamma_z p\,(\text{tag}_+ - \text{tag}_-)$,
-clipped to [0, 1]. Efficacy read by the weight: $q = \max(z + e, 0)$.
+clipped to [0, 1]. Efficacy read by the weight: $q = \min(\max(z + e, 0), 1)$: an
+early-potentiated synapse that is captured reads UP (q = 1), not twice UP, and the
+weight stays within [w_min, w_max] while the early phase hands over to the late one.
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ import jax.numpy as jnp
 
 
 def efficacy(rho, rho_ref, z):
-    """Efficacy q = max(z + rho - rho_ref, 0) `(n_post, k)`."""
-    return jnp.maximum(z + rho - rho_ref, 0.0)
+    """Efficacy q = clip(z + rho - rho_ref, 0, 1) `(n_post, k)`."""
+    return jnp.clip(z + rho - rho_ref, 0.0, 1.0)
 
 
 def update_slow(rho, rho_ref, z, p, dt_s, tau_e, theta_tag, theta_pro, tau_p_syn,
