@@ -24,8 +24,9 @@ import jax
 import numpy as np
 
 import ltpnet as lt
-from ltpnet.dynamics import consolidation, synapse
+from ltpnet.dynamics import synapse
 from ltpnet.params import WINDOWS
+from ltpnet.step import efficacy
 
 MS_PER_H = 3_600_000.0
 MS_PER_MIN = 60_000.0
@@ -113,9 +114,8 @@ def quartile_band(ax, x, summary: dict, order, color: str = "C3") -> None:
 
 def weights(spec: lt.ModelSpec, params: lt.Params, state: lt.State) -> np.ndarray:
     """Excitatory weights `(..., n_post, k)` [g_leak] of a (batched) state, on the host."""
-    syn, post = state.syn, state.post
-    q = (consolidation.efficacy(syn.rho, syn.rho_ref, syn.z) if spec.phases
-         else syn.rho)
+    post = state.post
+    q = efficacy(spec, state)
     pl = params.plasticity
     if np.ndim(post.a) == 1:
         return np.asarray(synapse.weights(q, post.a, pl.w_min, pl.w_max))

@@ -117,11 +117,13 @@ def _on(co: Coeffs, name: str, step_idx) -> jnp.ndarray:
 
 
 def efficacy(spec: ModelSpec, state: State) -> jnp.ndarray:
-    """Efficacy q `(n_post, k)` that the weights read (rho, or z + e with phases)."""
+    """Efficacy q `(n_post, k)` that the weights read: rho, or z + e with phases, within
+    [0, 1] (a noisy rho is not clipped and can leave [0, 1]; the weight it gives stays
+    between w_min and w_max). Elementwise, so batched states work too."""
     s = state.syn
     if spec.phases:
         return consolidation.efficacy(s.rho, s.rho_ref, s.z)
-    return s.rho
+    return jnp.clip(s.rho, 0.0, 1.0)
 
 
 def syn_weights(spec: ModelSpec, co: Coeffs, state: State) -> jnp.ndarray:

@@ -15,7 +15,7 @@ One fast step of dt, in this order (the state on the right is the old one unless
 marked new):
   1. x_j = raster_j | pulse of j's pathway; x = 0 under TTX.
   2. s_j <- s_j exp(-dt/tau_N) + x_j.
-  3. w_ik = a_i (w_min + q_ik (w_max - w_min)), q = rho, or with phases
+  3. w_ik = a_i (w_min + q_ik (w_max - w_min)), q = clip(rho, 0, 1), or with phases
      q = clip(z + rho - rho_ref, 0, 1);  g_i <- g_i exp(-dt/tau_A) + sum_k w_ik x_pre(i,k).
   4. refrac <- max(refrac - 1, 0); free neurons (refrac = 0) integrate
      v <- v + dt/tau_m [(E_L - v) + g_new (E_E - v) + g_I (E_I - v)];
@@ -105,10 +105,10 @@ def copy_state(st):
 
 
 def efficacy(spec, st):
-    """q: rho without phases, max(z + rho - rho_ref, 0) with phases."""
+    """q: clip(rho, 0, 1) without phases, clip(z + rho - rho_ref, 0, 1) with phases."""
     if spec.phases:
         return np.clip(st["z"] + st["rho"] - st["rho_ref"], 0.0, 1.0)
-    return st["rho"]
+    return np.clip(st["rho"], 0.0, 1.0)
 
 
 def weights(spec, params, st):

@@ -332,7 +332,8 @@ def test_early_change_decays_exponentially():
 def test_efficacy_is_bounded_by_down_and_up():
     """q = clip(z + rho - rho_ref, 0, 1): a synapse potentiated early and then captured
     (z = 1, e = 1) reads UP, not twice UP, and its weight is a w_max; one depressed
-    early and captured by an LTD tag (z = 0, e = -1) reads DOWN; in between, q = z + e."""
+    early and captured by an LTD tag (z = 0, e = -1) reads DOWN; in between, q = z + e.
+    Without phases q = clip(rho, 0, 1)."""
     spec, params, conn, state = phases_network()
     n_post, k = spec.n_post, spec.k
     z = np.array([1.0, 0.0, 0.0, 1.0, 0.0, 1.0, 0.6, 0.2, 1.0, 0.0])
@@ -349,6 +350,14 @@ def test_efficacy_is_bounded_by_down_and_up():
     a = np.asarray(state.post.a)[:, None]
     assert np.all(w <= a * float(pl.w_max) * (1 + 1e-6))
     np.testing.assert_allclose(w[:, 0], a[:, 0] * float(pl.w_max), rtol=1e-6)
+
+    # phases off: q = rho, read within [0, 1] (a noisy rho leaves it unclipped)
+    spec, params, conn, state = quiet_network({"phases": False})
+    rho = np.linspace(-0.4, 1.4, spec.k)
+    state = with_syn(state, rho=np.tile(rho, (spec.n_post, 1)))
+    q = np.asarray(step_module.efficacy(spec, state))
+    np.testing.assert_allclose(q, np.tile(np.clip(rho, 0.0, 1.0), (spec.n_post, 1)),
+                               atol=1e-6)
 
 
 def test_t286a_rho_relaxes_to_the_late_state():
