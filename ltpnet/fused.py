@@ -435,7 +435,7 @@ def run_impl(
         #    so that no consumer repeats the draw
         words = _in_memory(jax.lax.map(lambda a: draw(*a), (d, idx)), idx[0])
         # 2. the AMPA sums of every step of the block (efficacies of the block start;
-        #    with phases q = max(z + rho - rho_ref, 0), computed only where gathered)
+        #    with phases q = clip(z + rho - rho_ref, 0, 1), computed only where gathered)
         if spec.phases:
             q = consolidation.efficacy(rho_of(cr), st.syn.rho_ref, st.syn.z)
         if spec.ampa == "event":
