@@ -1,0 +1,56 @@
+"""`experiments.switch_probes`: the probes that docs/model.md, section 6 quotes."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+import ltpnet as lt
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from experiments import load  # noqa: E402
+from experiments.switch_probes import (  # noqa: E402
+    calcium_times,
+    mean_abs_early_change,
+    quartiles,
+)
+
+
+def test_calcium_times_of_a_weak_and_a_strong_tetanus():
+    """Per S1 synapse: time above theta_p <= time above theta_d (theta_p > theta_d);
+    the 1-s train starts like the weak tetanus (same seed and stream), so it keeps
+    every synapse above each threshold at least as long; and, as docs/model.md says,
+    each keeps every S1 synapse above theta_p for about its own length (210 ms and
+    1000 ms of pulses, plus the decay)."""
+    cfg, _ = load("maintenance", overrides=["spec.n_post=2"])
+    spec, params = cfg.spec, cfg.params
+    wtet = calcium_times(spec, params, 1, lt.Protocol().train("S1", 100.0, 100.0, 21),
+                         710.0)
+    train = calcium_times(spec, params, 1,
+                          lt.Protocol().train("S1", 100.0, 100.0, 100), 1500.0)
+    n_s1 = wtet[0].size
+    assert n_s1 > 0 and all(x.shape == (n_s1,) for x in (*wtet, *train))
+    for t_d, t_p, c_max in (wtet, train):
+        assert np.all(t_p <= t_d)
+        assert np.all(c_max > float(params.plasticity.theta_p))
+    assert np.all(train[0] >= wtet[0]) and np.all(train[1] >= wtet[1])
+    assert 200.0 < wtet[1].min() and wtet[1].max() < 300.0
+    assert 1000.0 < train[1].min() and train[1].max() < 1100.0
+
+
+def test_mean_abs_early_change_grows_with_the_train():
+    """Mean |rho - rho_ref| per neuron after a train of S1: one value per neuron,
+    >= 0, and larger on average after 100 pulses than after 21."""
+    cfg, _ = load("early_late", overrides=["spec.n_post=4"])
+    weak = mean_abs_early_change(cfg.spec, cfg.params, 1, 21, wait_ms=1000.0)
+    strong = mean_abs_early_change(cfg.spec, cfg.params, 1, 100, wait_ms=1000.0)
+    assert weak.shape == strong.shape == (4,)
+    assert np.all(weak >= 0.0)
+    assert strong.mean() > weak.mean()
+
+
+def test_quartiles_prints_min_quartiles_max():
+    assert quartiles(np.arange(5.0)) == "0 1 2 3 4"
