@@ -7,12 +7,15 @@ arithmetic (for example `gamma_p * (1 - rho) * (c > theta_p)`), which strict
 promotion rejects.
 
 Helpers here are imported by the test modules (`from conftest import ...`); the
-test directory is on `sys.path` under pytest's default import mode.
+test directory is on `sys.path` under pytest's default import mode, and this file
+puts the repository root there too, for the `experiments` package.
 """
 
 from __future__ import annotations
 
 import contextlib
+import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -24,6 +27,10 @@ import ltpnet
 from ltpnet.step import slow_step
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
 PATHWAYS = (("S1", 15), ("S2", 15), ("bg", 20))
 

@@ -8,8 +8,6 @@ are those of the parity tests, so the compiled programs are shared.
 
 from __future__ import annotations
 
-import importlib
-
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -19,8 +17,7 @@ from reference import mg_block as reference_mg_block
 
 import ltpnet
 from ltpnet.dynamics.neuron import mg_block
-
-step_module = importlib.import_module("ltpnet.step")  # ltpnet.step is the function
+from ltpnet.step import discretise, efficacy, syn_weights
 
 pytestmark = pytest.mark.usefixtures("x64")
 
@@ -342,10 +339,10 @@ def test_efficacy_is_bounded_by_down_and_up():
     want = np.array([1.0, 0.0, 1.0, 0.0, 0.2, 0.8, 0.4, 0.6, 1.0, 0.0])
     state = with_syn(state, z=np.tile(z, (n_post, 1)), rho=np.tile(rho, (n_post, 1)),
                      rho_ref=np.tile(rho_ref, (n_post, 1)))
-    q = np.asarray(step_module.efficacy(spec, state))
+    q = np.asarray(efficacy(spec, state))
     np.testing.assert_allclose(q, np.tile(want, (n_post, 1)), atol=1e-6)
-    co = step_module.discretise(spec, params, conn)
-    w = np.asarray(step_module.syn_weights(spec, co, state))
+    co = discretise(spec, params, conn)
+    w = np.asarray(syn_weights(spec, co, state))
     pl = params.plasticity
     a = np.asarray(state.post.a)[:, None]
     assert np.all(w <= a * float(pl.w_max) * (1 + 1e-6))
@@ -355,7 +352,7 @@ def test_efficacy_is_bounded_by_down_and_up():
     spec, params, conn, state = quiet_network({"phases": False})
     rho = np.linspace(-0.4, 1.4, spec.k)
     state = with_syn(state, rho=np.tile(rho, (spec.n_post, 1)))
-    q = np.asarray(step_module.efficacy(spec, state))
+    q = np.asarray(efficacy(spec, state))
     np.testing.assert_allclose(q, np.tile(np.clip(rho, 0.0, 1.0), (spec.n_post, 1)),
                                atol=1e-6)
 

@@ -11,13 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import experiments as ex
+from conftest import ROOT
+from experiments import _common as cm
+
 import ltpnet as lt
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import experiments as ex  # noqa: E402
-from experiments import _common as cm  # noqa: E402
 
 # --------------------------------------------------------------------------- engine
 

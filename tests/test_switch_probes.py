@@ -2,21 +2,11 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
+from experiments import load
+from experiments.switch_probes import calcium_times, mean_abs_early_change, quartiles
 
 import ltpnet as lt
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from experiments import load  # noqa: E402
-from experiments.switch_probes import (  # noqa: E402
-    calcium_times,
-    mean_abs_early_change,
-    quartiles,
-)
 
 
 def test_calcium_times_of_a_weak_and_a_strong_tetanus():
