@@ -124,7 +124,7 @@ def estimate_memory(cfg: Config, n_batch: int = 1) -> dict[str, int]:
     spec, obs = cfg.spec, cfg.observe
     f = np.dtype(spec.dtype).itemsize
     n_syn, n_pre, n_post = spec.n_syn, spec.n_pre, spec.n_post
-    per_syn = 2 + (2 if spec.phases else 0)  # c, rho (+ rho_ref, z)
+    per_syn = 2 + (3 if spec.phases else 0)  # c, rho (+ rho_lag, rho_ref, z)
     state = (n_syn * per_syn * f + n_pre * f + n_post * 8 * f
              + spec.ca_delay_steps * n_pre + spec.n_inh * (3 * f + 1))
     conn = 4 * (n_syn + n_pre + spec.n_inh * spec.k_inh + n_post * spec.k_ie)

@@ -117,6 +117,7 @@ class PackedSyn:
     """
 
     cr: jnp.ndarray
+    rho_lag: jnp.ndarray | None = None
     rho_ref: jnp.ndarray | None = None
     z: jnp.ndarray | None = None
 
@@ -173,7 +174,8 @@ def pack(state: State, syn_dtype: str = "float32") -> State:
         c = c.astype(jnp.bfloat16).astype(jnp.float32)
         rho = rho.astype(jnp.bfloat16).astype(jnp.float32)
     return state.replace(
-        syn=PackedSyn(cr=encode(c, rho, syn_dtype), rho_ref=s.rho_ref, z=s.z)
+        syn=PackedSyn(cr=encode(c, rho, syn_dtype), rho_lag=s.rho_lag,
+                      rho_ref=s.rho_ref, z=s.z)
     )
 
 
@@ -183,7 +185,8 @@ def unpack(state: State) -> State:
         return state
     s = state.syn
     c, rho = decode(s.cr)
-    return state.replace(syn=SynState(c=c, rho=rho, rho_ref=s.rho_ref, z=s.z))
+    return state.replace(syn=SynState(c=c, rho=rho, rho_lag=s.rho_lag,
+                                      rho_ref=s.rho_ref, z=s.z))
 
 
 def unpack_all(tree):
@@ -406,8 +409,9 @@ def run_impl(
         c = p.consolidation
         syn = st.syn
         synth_ok = ~_on(co, "anisomycin", idx_last)
-        rho_ref, z, prot = consolidation.update_slow(
+        rho_lag, rho_ref, z, prot = consolidation.update_slow(
             rho_of(syn.cr),
+            syn.rho_lag,
             syn.rho_ref,
             syn.z,
             st.post.p,
@@ -423,7 +427,8 @@ def run_impl(
             synth_ok,
         )
         return st.replace(
-            post=st.post.replace(p=prot), syn=syn.replace(rho_ref=rho_ref, z=z)
+            post=st.post.replace(p=prot),
+            syn=syn.replace(rho_lag=rho_lag, rho_ref=rho_ref, z=z),
         )
 
     def block(st, xs, after=None):

@@ -74,7 +74,7 @@ class PlasticityParams:
 class ConsolidationParams:
     """Early-phase decay, tags, protein synthesis and the late phase."""
 
-    tau_e: float = 7_200_000.0  # early-phase decay [ms] (2 h)
+    tau_e: float = 3_600_000.0  # each stage of the early-phase decay [ms] (1 h)
     theta_tag: float = 0.2  # |early change| that sets a tag [1]
     theta_pro: float = 0.04  # mean |early change| per neuron that triggers synthesis
     tau_p_syn: float = 360_000.0  # protein synthesis time constant [ms]

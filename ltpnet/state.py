@@ -68,12 +68,16 @@ class SynState:
         c: Calcium [1].
         rho: Efficacy switch (CaMKII-like, bistable) in [0, 1] (near it with switch
             noise, which is not clipped).
-        rho_ref: Anchor of the early phase: early change e = rho - rho_ref (phases on).
+        rho_lag: First stage of the early-phase anchor: follows rho over tau_e
+            (phases on).
+        rho_ref: Anchor of the early phase, following rho_lag over tau_e: early
+            change e = rho - rho_ref (phases on).
         z: Late (consolidated) efficacy in [0, 1] (phases on).
     """
 
     c: jnp.ndarray
     rho: jnp.ndarray
+    rho_lag: jnp.ndarray | None = None
     rho_ref: jnp.ndarray | None = None
     z: jnp.ndarray | None = None
 
@@ -126,6 +130,7 @@ def init_state(spec: ModelSpec, params: Params, rho0: np.ndarray) -> State:
         ),
         syn=SynState(
             c=jnp.zeros((spec.n_post, spec.k), dt), rho=rho,
+            rho_lag=jnp.array(rho, copy=True) if spec.phases else None,
             rho_ref=jnp.array(rho, copy=True) if spec.phases else None,
             z=jnp.array(rho, copy=True) if spec.phases else None,
         ),

@@ -284,9 +284,9 @@ def slow_step(spec: ModelSpec, co: Coeffs, state: State, step_idx) -> State:
         return state.replace(post=post.replace(a=a))
     c = p.consolidation
     synth_ok = ~_on(co, "anisomycin", step_idx)
-    rho_ref, z, prot = consolidation.update_slow(
-        syn.rho, syn.rho_ref, syn.z, post.p, co.dt * spec.slow_every, c.tau_e,
-        c.theta_tag, c.theta_pro, c.tau_p_syn, c.tau_p_deg, c.tau_z, c.kappa,
+    rho_lag, rho_ref, z, prot = consolidation.update_slow(
+        syn.rho, syn.rho_lag, syn.rho_ref, syn.z, post.p, co.dt * spec.slow_every,
+        c.tau_e, c.theta_tag, c.theta_pro, c.tau_p_syn, c.tau_p_deg, c.tau_z, c.kappa,
         c.gamma_z, synth_ok)
     return state.replace(post=post.replace(a=a, p=prot),
-                         syn=syn.replace(rho_ref=rho_ref, z=z))
+                         syn=syn.replace(rho_lag=rho_lag, rho_ref=rho_ref, z=z))

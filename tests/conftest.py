@@ -164,8 +164,12 @@ def random_state(spec, params, conn, seed):
         # early change e = rho - rho_ref: zero in the first half of the neurons (so
         # the protein trigger starts off there), random in the second half
         e = rng.normal(0.0, 0.1, (n, k)) * (np.arange(n) >= n // 2)[:, None]
-        rho_ref = np.clip(np.asarray(syn.rho, np.float64) - e, 0.0, 1.0)
-        syn = syn.replace(rho_ref=f(rho_ref), z=f(rng.random((n, k))))
+        rho = np.asarray(syn.rho, np.float64)
+        rho_ref = np.clip(rho - e, 0.0, 1.0)
+        # the first stage of the anchor lies between the anchor and the switch
+        z = rng.random((n, k))
+        rho_lag = rho_ref + rng.random((n, k)) * (rho - rho_ref)
+        syn = syn.replace(rho_lag=f(rho_lag), rho_ref=f(rho_ref), z=f(z))
     return st.replace(pre=pre, post=post, syn=syn)
 
 

@@ -36,7 +36,9 @@ After fast steps n with (n + 1) % slow_every == 0, with dt_s = slow_every dt:
   T_i = [mean_k |e_ik| > theta_pro] and no anisomycin at step n;
   p <- p_inf + (p - p_inf) exp(-dt_s R), R = 1/tau_p_deg + T/tau_p_syn,
   p_inf = (T/tau_p_syn)/R;  z <- clip(z + dt_s/tau_z [z(1-z)(z-kappa)
-  + gamma_z p_new tag], 0, 1);  rho_ref <- rho_ref + e (1 - exp(-dt_s/tau_e)).
+  + gamma_z p_new tag], 0, 1);  the anchor, two first-order stages over tau_e with
+  rho held (exact): u = rho_ref - rho, v = rho_lag - rho, E = exp(-dt_s/tau_e),
+  u <- E (u + (dt_s/tau_e) v),  v <- E v.
 """
 
 from __future__ import annotations
@@ -94,6 +96,7 @@ def reference_init(spec, params, rho0):
     }
     if spec.phases:
         st["p"] = np.zeros(n_post)
+        st["rho_lag"] = rho0.copy()
         st["rho_ref"] = rho0.copy()
         st["z"] = rho0.copy()
     st["x_hist"] = np.zeros((spec.ca_delay_steps, spec.n_pre), dtype=bool)
@@ -286,7 +289,10 @@ def reference_slow(spec, params, st, step_idx):
         dz = dt_s / _f(co.tau_z) * (bistable + capture)
         new["p"] = p
         new["z"] = np.clip(z + dz, 0.0, 1.0)
-        new["rho_ref"] = st["rho_ref"] + e * (1.0 - math.exp(-dt_s / float(co.tau_e)))
+        x = dt_s / float(co.tau_e)
+        u, v = -e, st["rho_lag"] - st["rho"]  # anchor stages relative to rho
+        new["rho_ref"] = st["rho"] + math.exp(-x) * (u + x * v)
+        new["rho_lag"] = st["rho"] + math.exp(-x) * v
         aux = {"e": e, "e_mean": e_mean}
     return new, aux
 

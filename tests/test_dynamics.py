@@ -259,7 +259,7 @@ def test_late_switch_fixed_points_without_protein():
     row = np.array([0.0, kappa, 1.0, 0.3, 0.45, 0.55, 0.7, 0.0, 1.0, kappa])
     z0 = np.tile(row, (spec.n_post, 1))
     rho0 = (np.arange(spec.k) % 2).astype(float)[None, :] * np.ones((spec.n_post, 1))
-    state = with_syn(state, z=z0, rho=rho0, rho_ref=rho0)
+    state = with_syn(state, z=z0, rho=rho0, rho_lag=rho0, rho_ref=rho0)
     state = with_post(state, p=np.zeros(spec.n_post))
     traj, _, y = run(spec, params, conn, state)
     assert not y.any()
@@ -290,7 +290,8 @@ def test_protein_relaxes_to_its_analytic_value():
     rho = np.ones((n_post, k))
     rho_ref = np.where(trig[:, None], 0.0, 1.0) * np.ones((1, k))  # e = 1 or 0
     p0 = 0.3
-    state = with_syn(state, rho=rho, rho_ref=rho_ref, z=np.ones((n_post, k)))
+    state = with_syn(state, rho=rho, rho_lag=rho_ref, rho_ref=rho_ref,
+                     z=np.ones((n_post, k)))
     state = with_post(state, p=np.full(n_post, p0))
     traj, _, y = run(spec, params, conn, state)
     assert not y.any()
@@ -311,19 +312,30 @@ def test_protein_relaxes_to_its_analytic_value():
     assert traj["p"][:, trig].max() > p0 + 0.1  # synthesis did raise p
 
 
-def test_early_change_decays_exponentially():
-    """With no calcium, e = rho - rho_ref decays as exp(-t / tau_e)."""
+def test_early_change_decays_in_two_stages():
+    """With no calcium the anchor follows the switch in two stages over tau_e: after a
+    step of the switch (rho_lag = rho_ref) e(t) = e0 (1 + t/tau_e) exp(-t/tau_e), flat
+    at first; once the first stage has caught up (rho_lag = rho) e decays as
+    exp(-t/tau_e); in general rho - rho_ref = exp(-t/tau_e) (e0 - t/tau_e (rho_lag0 - rho))."""
     spec, params, conn, state = phases_network()
     n_post, k = spec.n_post, spec.k
     rho = (np.arange(k) % 2).astype(float)[None, :] * np.ones((n_post, 1))
-    state = with_syn(state, rho=rho, rho_ref=np.full((n_post, k), 0.5))
+    frac = (np.arange(k) // 2 % 3 / 2.0)[None, :]  # first stage 0, 1/2, all the way
+    rho_lag = 0.5 + frac * (rho - 0.5)
+    state = with_syn(state, rho=rho, rho_lag=rho_lag, rho_ref=np.full((n_post, k), 0.5))
     traj, _, _ = run(spec, params, conn, state)
     np.testing.assert_array_equal(traj["rho"], np.broadcast_to(rho, traj["rho"].shape))
     e0 = rho - 0.5
-    t = slow_times(spec)
-    want = e0[None] * np.exp(-t / float(params.consolidation.tau_e))[:, None, None]
+    x = (slow_times(spec) / float(params.consolidation.tau_e))[:, None, None]
+    want = np.exp(-x) * (e0[None] + x * (rho - rho_lag)[None])
     np.testing.assert_allclose(traj["rho"] - traj["rho_ref"], want, **X64_RUN)
-    assert np.abs(want[-1]).max() < 0.5 * 0.9
+    np.testing.assert_allclose(traj["rho"] - traj["rho_lag"],
+                               np.exp(-x) * (rho - rho_lag)[None], **X64_RUN)
+    step, caught_up = frac[0] == 0.0, frac[0] == 1.0
+    assert np.abs(want[-1][:, caught_up]).max() < 0.5 * 0.9  # long enough to decay
+    # the plateau: after a step, e has lost less than a single-stage decay would have
+    lost = 1.0 - want[-1] / e0
+    assert np.all(lost[:, step] < 1.0 - np.exp(-x[-1, 0, 0]) - 0.05)
 
 
 def test_efficacy_is_bounded_by_down_and_up():
