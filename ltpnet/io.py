@@ -94,7 +94,7 @@ __all__ = ["Checkpoint", "ResultsWriter", "inspect", "load_checkpoint", "open_re
 SONATA_MAGIC = 0x0A7A
 SONATA_VERSION = (0, 1)
 FORMAT = "ltpnet-results"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: phases checkpoints hold syn/rho_lag (two-stage early phase)
 POST, INPUT = "CA1", "CA3"  # spike and report populations
 SORTING = h5py.enum_dtype({"none": 0, "by_id": 1, "by_time": 2}, basetype="u1")
 _COMPRESS = {"compression": "gzip", "compression_opts": 4, "shuffle": True,
@@ -240,6 +240,24 @@ def _state_leaves(obj, prefix=""):
             yield from _state_leaves(v, prefix + f.name + "/")
         else:
             yield prefix + f.name, v
+
+
+_OLD_PHASES_HINT = (
+    "; it has syn/rho_ref but no syn/rho_lag, so it was written before the early phase "
+    "had two stages (results format 1); rerun it with this version")
+
+
+def _slot_leaves(grp) -> set[str]:
+    """Paths of the datasets of a checkpoint slot (`"syn/rho"`, ...)."""
+    out = set()
+    grp.visititems(lambda name, obj: out.add(name) if isinstance(obj, h5py.Dataset)
+                   else None)
+    return out
+
+
+def _old_phases(leaves) -> bool:
+    """A checkpoint with the one-stage early phase of results format 1."""
+    return "syn/rho_ref" in leaves and "syn/rho_lag" not in leaves
 
 
 def _node_class(cls, name):
@@ -564,6 +582,13 @@ class ResultsWriter:
                 raise ValueError(f"cannot resume {self.path}: it holds spikes of "
                                  f"{sorted(have)}, the recording plan gives "
                                  f"{sorted(self._pops)}")
+            have = _slot_leaves(f["checkpoint/slot0"])
+            if have != set(self._template):
+                raise ValueError(
+                    f"cannot resume {self.path}: its checkpoints do not hold the state "
+                    f"of this spec (missing {sorted(set(self._template) - have)}, extra "
+                    f"{sorted(have - set(self._template))})"
+                    f"{_OLD_PHASES_HINT if _old_phases(have) else ''}")
             c = f["checkpoint"].attrs
             step_end = int(c["step_end"])
             self._records = int(c["records_written"])
@@ -856,6 +881,8 @@ def load_checkpoint(path) -> Checkpoint:
         slot, step_end = int(c.attrs["slot"]), int(c.attrs["step_end"])
         if slot < 0 or step_end < 0:
             raise ValueError(f"{path} holds no checkpoint yet")
+        if _old_phases(_slot_leaves(c[f"slot{slot}"])):
+            raise ValueError(f"cannot load the checkpoint of {path}{_OLD_PHASES_HINT}")
         state = _rebuild(State, c[f"slot{slot}"])
         g = f["connectivity"]
         conn = Connectivity(**{k: g[k][()] for k in g})

@@ -401,3 +401,28 @@ def test_batched_layout_and_resume(single, tmp_path):
     feed(w, batched[6:], {6000})
     w.close(complete=True)
     assert_same(datasets(path), datasets(one_go))
+
+
+def test_resume_refuses_a_checkpoint_of_another_state(single, tmp_path):
+    """A file whose checkpoints hold other state leaves than this version's state is
+    refused before anything is cut, naming the leaves; one written with the one-stage
+    early phase (rho_ref without rho_lag) is named as such, also by load_checkpoint."""
+    path = tmp_path / "s.h5"
+    shutil.copy(single.path, path)
+    assert SPEC.phases
+    with h5py.File(path, "r+") as f:  # as written by the one-stage early phase
+        for s in ("slot0", "slot1"):
+            del f[f"checkpoint/{s}/syn/rho_lag"]
+    before = datasets(path)
+    with pytest.raises(ValueError, match=r"cannot resume .*syn/rho_ref.*no syn/rho_lag"):
+        writer(path, resume=True)
+    assert_same(datasets(path), before)
+    with pytest.raises(ValueError, match="cannot load the checkpoint .*two stages"):
+        load_checkpoint(path)
+    with h5py.File(path, "r+") as f:
+        for s in ("slot0", "slot1"):
+            f.create_dataset(f"checkpoint/{s}/syn/rho_lag",
+                             data=f[f"checkpoint/{s}/syn/rho_ref"][()])
+            del f[f"checkpoint/{s}/post/a"]
+    with pytest.raises(ValueError, match=r"do not hold the state .*missing \['post/a'\], extra \[\]"):
+        writer(path, resume=True)
