@@ -116,17 +116,21 @@ def _start_distributed(args):
 def estimate_memory(cfg: Config, n_batch: int = 1) -> dict[str, int]:
     """Bytes a run of `cfg` needs, by part (`"device"` and `"host"` totals included).
 
-    Counts the state (per-synapse arrays dominate), the connectivity, one chunk of
+    Counts the state (every leaf of `ltpnet.state.state_shapes`; the per-synapse
+    arrays dominate), the connectivity, one chunk of
     records, spikes and drive (twice: one on the device, one being pulled), the
     temporaries of a step, the host copy of a checkpoint and the arrays of the
     network build.
     """
+    import jax
+
+    from .state import state_shapes
+
     spec, obs = cfg.spec, cfg.observe
     f = np.dtype(spec.dtype).itemsize
     n_syn, n_pre, n_post = spec.n_syn, spec.n_pre, spec.n_post
-    per_syn = 2 + (3 if spec.phases else 0)  # c, rho (+ rho_lag, rho_ref, z)
-    state = (n_syn * per_syn * f + n_pre * f + n_post * 8 * f
-             + spec.ca_delay_steps * n_pre + spec.n_inh * (3 * f + 1))
+    state = sum(math.prod(x.shape) * x.dtype.itemsize
+                for x in jax.tree.leaves(state_shapes(spec)))
     conn = 4 * (n_syn + n_pre + spec.n_inh * spec.k_inh + n_post * spec.k_ie)
     steps = cfg.run.records_per_chunk * obs.every
     rec = cfg.run.records_per_chunk * sum(

@@ -86,7 +86,7 @@ from .params import Params
 from .protocols import Protocol
 from .record import VARIABLES, Observe
 from .spec import ModelSpec
-from .state import State, init_state
+from .state import State, state_shapes
 
 __all__ = ["Checkpoint", "ResultsWriter", "inspect", "load_checkpoint", "open_results",
            "recover"]
@@ -280,12 +280,6 @@ def _rebuild(cls, grp: h5py.Group):
     return cls(**kw)
 
 
-def _state_template(spec: ModelSpec) -> State:
-    """The State of `spec` as ShapeDtypeStructs (the structure depends on spec only)."""
-    rho = jax.ShapeDtypeStruct((spec.n_post, spec.k), np.dtype(spec.dtype))
-    return jax.eval_shape(lambda r: init_state(spec, Params(), r), rho)
-
-
 def _chunks(tail, itemsize, n_rec, lead=()):
     """Chunk shape `lead + (rows,) + tail_chunk` of at most about `_CHUNK_BYTES`.
 
@@ -384,7 +378,7 @@ class ResultsWriter:
             self._pops[POST] = ("post", self.observe.spike_neurons)
         if self.observe.input_neurons:
             self._pops[INPUT] = ("input", self.observe.input_neurons)
-        self._template = dict(_state_leaves(_state_template(spec)))
+        self._template = dict(_state_leaves(state_shapes(spec)))
         if resume:
             self._resume(config_toml)
         else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -136,6 +137,13 @@ def init_state(spec: ModelSpec, params: Params, rho0: np.ndarray) -> State:
         ),
         inh=inh,
     )
+
+
+def state_shapes(spec: ModelSpec) -> State:
+    """The State of `spec` as ShapeDtypeStructs (its structure depends on spec only):
+    the leaves a checkpoint holds and the bytes the state takes, without allocating."""
+    rho = jax.ShapeDtypeStruct((spec.n_post, spec.k), np.dtype(spec.dtype))
+    return jax.eval_shape(lambda r: init_state(spec, Params(), r), rho)
 
 
 def build(spec: ModelSpec, params: Params, seed: int) -> tuple[Connectivity, State]:

@@ -13,12 +13,14 @@ import textwrap
 from pathlib import Path
 
 import h5py
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import ROOT
 
 import ltpnet.run
-from ltpnet.cli import main
+from ltpnet.cli import estimate_memory, main
 from ltpnet.config import load_config
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -131,6 +133,19 @@ def test_run_that_does_not_fit_in_memory_is_refused(tiny, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "this run needs about" in err and "available" in err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("changes", [
+    [],  # phases, scaling, NMDA calcium
+    ["spec.phases=false", "spec.n_inh=10", "spec.k_inh=20", "spec.k_ie=3",
+     'spec.calcium="linear"', "spec.ca_delay_steps=5"],  # interneurons, delay line
+])
+def test_memory_estimate_counts_the_state_that_is_built(changes):
+    """The state part of the estimate is the bytes of every array of a built state."""
+    cfg = load_config(ROOT / "configs" / "default.toml", changes)
+    _, state = ltpnet.build(cfg.spec, cfg.params, 0)
+    built = sum(np.asarray(x).nbytes for x in jax.tree.leaves(state))
+    assert estimate_memory(cfg)["state"] == built
 
 
 def test_existing_results_are_not_overwritten(finished, tiny, capsys):
