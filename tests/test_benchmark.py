@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -27,6 +26,7 @@ import pytest
 from _tolerances import X64_RUN
 from conftest import (
     N_STEPS,
+    ROOT,
     assert_trajectories_close,
     make_drive,
     run_reference,
@@ -40,8 +40,6 @@ import ltpnet
 from ltpnet import fused
 from ltpnet.dynamics import synapse
 from ltpnet.run import run_chunk
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 # (variant of test_step, fused options): T = 1 with the cubic drift every step
 EXACT = {

@@ -15,9 +15,9 @@ import socket
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
+from conftest import ROOT
 
 from ltpnet.distributed import (
     DistributedConfig,
@@ -25,7 +25,6 @@ from ltpnet.distributed import (
     initialize_from_env,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
 RTOL = 1e-5  # float32 rounding of population sums
 
 # Helpers shared by the subprocess scripts.

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 import experiments as ex
-from conftest import ROOT
 from experiments import _common as cm
 
 import ltpnet as lt
