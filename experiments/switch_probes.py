@@ -8,6 +8,10 @@ with the hippocampal defaults:
   100 Hz. Printed: the time each S1 synapse spends above theta_d and above theta_p
   (quartiles over synapses) and the median peak calcium. The switch noise acts only
   there: sigma above theta_d, sigma_p above theta_p.
+- Frequency trains (the frequency_response network): 20 pulses at 1, 3, 5, 10, 20
+  and 50 Hz. Printed: the time per pulse that the median S1 synapse spends above
+  theta_d and above theta_p. Dudek & Bear's curve needs LTD to weaken from 3 to
+  10 Hz; this shows what the model's calcium does there.
 - Protein trigger (the early_late network): a WTET or one 1-s train, then a minute
   of quiet. Printed: each neuron's mean |rho - rho_ref| (quartiles over neurons) and
   how many neurons exceed `consolidation.theta_pro`, the trigger of synthesis. A WTET
@@ -46,6 +50,17 @@ def calcium_times(spec, params, seed: int, prot: lt.Protocol, t_end: float):
             (c > pl.theta_p)[:, s1].sum(0) * spec.dt, c.max(0)[s1])
 
 
+def train_times(spec, params, seed: int, freq_hz: float, n_pulses: int = 20):
+    """`(t_d, t_p)` per pulse [ms] of each S1 synapse over a train of `n_pulses` at
+    `freq_hz` (the time above each threshold from the first pulse to 300 ms after the
+    last, divided by `n_pulses`)."""
+    start = 100.0
+    prot = lt.Protocol().train("S1", start, freq_hz, n_pulses)
+    t_end = start + (n_pulses - 1) * 1000.0 / freq_hz + 300.0
+    t_d, t_p, _ = calcium_times(spec, params, seed, prot, t_end)
+    return t_d / n_pulses, t_p / n_pulses
+
+
 def mean_abs_early_change(spec, params, seed: int, n_pulses: int,
                           wait_ms: float = 60_000.0) -> np.ndarray:
     """`(n_post,)` mean |rho - rho_ref| `wait_ms` after a 100 Hz train of S1."""
@@ -76,6 +91,12 @@ def main(argv=None) -> int:
         t_d, t_p, c_max = calcium_times(cfg.spec, cfg.params, args.seed, prot, t_end)
         print(f"  {label:24s} theta_d: {quartiles(t_d)}; theta_p: {quartiles(t_p)}; "
               f"peak c median {np.median(c_max):.3g}")
+    cfg, _ = load("frequency_response", overrides=n)
+    print("frequency trains, frequency_response network (20 pulses; ms per pulse "
+          "above theta_d / theta_p, median over S1 synapses):")
+    for f in (1.0, 3.0, 5.0, 10.0, 20.0, 50.0):
+        t_d, t_p = train_times(cfg.spec, cfg.params, args.seed, f)
+        print(f"  {f:4g} Hz  {np.median(t_d):6.1f} / {np.median(t_p):6.1f}")
     cfg, _ = load("early_late", overrides=n)
     theta = float(cfg.params.consolidation.theta_pro)
     print(f"protein trigger, early_late network (mean |e| per neuron a minute after, "

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 from experiments import load
-from experiments.switch_probes import calcium_times, mean_abs_early_change, quartiles
+from experiments.switch_probes import (
+    calcium_times,
+    mean_abs_early_change,
+    quartiles,
+    train_times,
+)
 
 import ltpnet as lt
 
@@ -29,6 +34,20 @@ def test_calcium_times_of_a_weak_and_a_strong_tetanus():
     assert np.all(train[0] >= wtet[0]) and np.all(train[1] >= wtet[1])
     assert 200.0 < wtet[1].min() and wtet[1].max() < 300.0
     assert 1000.0 < train[1].min() and train[1].max() < 1100.0
+
+
+def test_train_times_per_pulse_grow_as_pulses_sum():
+    """Per S1 synapse and pulse: t_p <= t_d, and a 10 Hz train keeps each synapse
+    above theta_d at least as long per pulse as a 1 Hz one (NMDA calcium of one pulse
+    adds to what the last left), and at most the 100 ms between its pulses."""
+    cfg, _ = load("frequency_response", overrides=["spec.n_post=2"])
+    slow = train_times(cfg.spec, cfg.params, 1, 1.0, n_pulses=5)
+    fast = train_times(cfg.spec, cfg.params, 1, 10.0, n_pulses=5)
+    assert slow[0].shape == fast[0].shape and slow[0].size > 0
+    for t_d, t_p in (slow, fast):
+        assert np.all(t_p <= t_d) and np.all(t_d >= 0.0)
+    assert np.all(fast[0] >= slow[0])
+    assert np.all(fast[0] <= 100.0 + 300.0 / 5)
 
 
 def test_mean_abs_early_change_grows_with_the_train():
