@@ -72,6 +72,21 @@ def distribution(x) -> dict:
             "p75": float(q[3]), "p95": float(q[4])}
 
 
+def pooled_change_se(before, after) -> float:
+    """Standard error [percentage points] of the pooled change
+    `pct(sum(after) / sum(before))` over cells, by the jackknife: the pooled change
+    recomputed with each cell left out once. `before`, `after`: one value per cell
+    (e.g. a pathway's summed weight per neuron)."""
+    b = np.asarray(before, float).ravel()
+    a = np.asarray(after, float).ravel()
+    n = b.size
+    if n < 2 or a.size != n:
+        raise ValueError(f"pooled_change_se needs one before and after value per cell for "
+                         f"at least 2 cells, got {b.size} and {a.size}")
+    loo = 100.0 * ((a.sum() - a) / (b.sum() - b) - 1.0)
+    return float(np.sqrt((n - 1) / n * np.sum((loo - loo.mean()) ** 2)))
+
+
 # --------------------------------------------------------------------------- read-outs
 
 def sweep_figure(summary: dict, xkey: str):

@@ -4,7 +4,9 @@ strong tetanus (STET: 3 trains of 100 pulses at 100 Hz, 10 min apart; SCIENCE.md
 3.7, TagTriC protocol table); or the STET under anisomycin (protein synthesis blocked
 from 30 min before to 3 h after the first train). S1's fEPSP proxy (summed weight) is
 followed for 8 h after the first train, relative to 1 s before it, with 0.1 Hz
-spontaneous input and no test pulses (the proxy is read without stimulating).
+spontaneous input and no test pulses (the proxy is read without stimulating). A value
+checked against its band is this pooled change ± its standard error over neurons
+(jackknife: the change recomputed with each neuron left out).
 
 Expected: WTET gives early LTP that is back to baseline (<= +10 %) by 3 h; STET gives
 late LTP >= +30 % at 8 h; under anisomycin the early LTP is intact at 1 h (>= +30 % and
@@ -30,6 +32,7 @@ from experiments._common import (
     distribution,
     pathway_weights,
     pct,
+    pooled_change_se,
     run_timeline,
     stack_params,
 )
@@ -142,17 +145,20 @@ def readouts(exp: dict) -> dict:
             "decay": exp["decay_ms"], "late": exp["duration_ms"]}
 
 
-def per_neuron(spec, tr, t_base: float, times: dict, pathway: str, names) -> dict:
-    """`{name_label: distribution}` of the per-neuron change of `pathway` [%]."""
+def per_neuron(spec, tr, t_base: float, times: dict, pathway: str, names):
+    """`({name_label: distribution}, {name: {label: se}})`: the per-neuron change of
+    `pathway` [%], and the standard error over neurons of its pooled change (the
+    summed weight of all neurons, as the fEPSP proxy reads it)."""
     i = spec.pathway_index(pathway)
     base = pathway_weights(spec, tr.conn, tr.snapshots[_grid(t_base)]["w"])[..., i]
-    out = {}
+    out, se = {}, {name: {} for name in names}
     for label, t in times.items():
         x = pathway_weights(spec, tr.conn, tr.snapshots[_grid(t)]["w"])[..., i]
         rel = pct(x / base)
         for b, name in enumerate(names):
             out[f"{name}_{label}"] = distribution(rel[b])
-    return out
+            se[name][label] = pooled_change_se(base[b], x[b])
+    return out, se
 
 
 def fmt_h(h: float) -> str:
@@ -198,7 +204,7 @@ def run(ctx) -> dict:
         out["protein"][name] = tr.records["p"][b][keep].mean(-1).round(4).tolist()
         out["at"][name] = {k: float(tr.at(f1[b], t)) for k, t in times.items()}
     out["at"]["control"] = {k: float(tr.at(f2[1], t)) for k, t in times.items()}
-    out["neurons"] = per_neuron(spec, tr, t_base, times, "S1", CONDITIONS)
+    out["neurons"], out["se"] = per_neuron(spec, tr, t_base, times, "S1", CONDITIONS)
     out["wall_timeline_s"] = round(tr.wall_s, 1)
     return out
 
@@ -220,18 +226,27 @@ def checks(summary: dict, quick: bool) -> list:
                   n["late"] < s["late"]),
         ]
     ratio = n["early"] / s["early"] if s["early"] > 0 else float("nan")
+    se = summary.get("se", {})
+
+    def value(name, label):
+        """The pooled change and, where the summary has it, its standard error."""
+        v = a[name][label]
+        e_ = se.get(name, {}).get(label)
+        return v if e_ is None else f"{v:+.1f} ± {e_:.1f}"
+
     return [
-        check(f"wtet_pct ({i})", w["induced"], ">= +10 (early LTP)",
+        check(f"wtet_pct ({i})", value("wtet", "induced"), ">= +10 (early LTP)",
               w["induced"] >= 10),
-        check(f"wtet_pct ({d})", w["decay"], "<= +10 (back to baseline)",
+        check(f"wtet_pct ({d})", value("wtet", "decay"), "<= +10 (back to baseline)",
               w["decay"] <= 10),
-        check(f"stet_pct ({late})", s["late"], ">= +30 (late LTP)", s["late"] >= 30),
-        check(f"stet_anisomycin_pct ({e})", n["early"], ">= +30 (early LTP intact)",
-              n["early"] >= 30),
+        check(f"stet_pct ({late})", value("stet", "late"), ">= +30 (late LTP)",
+              s["late"] >= 30),
+        check(f"stet_anisomycin_pct ({e})", value("stet_anisomycin", "early"),
+              ">= +30 (early LTP intact)", n["early"] >= 30),
         check(f"anisomycin / STET potentiation ({e})", ratio, ">= 0.70 (intact)",
               ratio >= 0.7, "{:.2f}"),
-        check(f"stet_anisomycin_pct ({late})", n["late"], "<= +10 (no late LTP)",
-              n["late"] <= 10),
+        check(f"stet_anisomycin_pct ({late})", value("stet_anisomycin", "late"),
+              "<= +10 (no late LTP)", n["late"] <= 10),
     ]
 
 

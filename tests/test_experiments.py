@@ -146,6 +146,33 @@ def test_stack_params_batches_only_what_differs():
     np.testing.assert_array_equal(params.pharmacology.apv_off, [0.0, 1e6])
 
 
+def test_pooled_change_se_is_the_jackknife_of_the_pooled_ratio():
+    rng = np.random.default_rng(3)
+    before = rng.uniform(0.5, 1.5, 12)
+    after = before * rng.uniform(0.8, 1.6, 12)
+    # leave-one-out pooled changes, one cell at a time, and their spread
+    loo = []
+    for i in range(12):
+        keep = np.arange(12) != i
+        loo.append(100.0 * (after[keep].sum() / before[keep].sum() - 1.0))
+    loo = np.array(loo)
+    want = np.sqrt(11 / 12 * ((loo - loo.mean()) ** 2).sum())
+    assert cm.pooled_change_se(before, after) == pytest.approx(want, rel=1e-12)
+    # cells that all changed by the same factor leave no sampling error
+    assert cm.pooled_change_se(before, 1.3 * before) == pytest.approx(0.0, abs=1e-9)
+    # one outlying cell widens it
+    odd = after.copy()
+    odd[0] *= 3.0
+    assert cm.pooled_change_se(before, odd) > cm.pooled_change_se(before, after)
+
+
+def test_pooled_change_se_names_bad_input():
+    with pytest.raises(ValueError, match="at least 2 cells, got 1 and 1"):
+        cm.pooled_change_se([1.0], [1.2])
+    with pytest.raises(ValueError, match="got 3 and 2"):
+        cm.pooled_change_se([1.0, 1.0, 1.0], [1.2, 1.1])
+
+
 # --------------------------------------------------------------------------- framework
 
 TOY = '''
