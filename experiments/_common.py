@@ -72,19 +72,56 @@ def distribution(x) -> dict:
             "p75": float(q[3]), "p95": float(q[4])}
 
 
+def pooled_change_loo(before, after) -> np.ndarray:
+    """The pooled change `pct(sum(after) / sum(before))` [%] with each cell left out
+    in turn: `(..., n_cells)` from one value per cell `(..., n_cells)` (e.g. a
+    pathway's summed weight per neuron; leading axes are members)."""
+    b, a = np.asarray(before, float), np.asarray(after, float)
+    if a.shape != b.shape or b.ndim == 0:
+        raise ValueError(f"pooled_change_loo needs before and after of one shape with a "
+                         f"cell axis, got shapes {b.shape} and {a.shape}")
+    sb, sa = b.sum(-1, keepdims=True), a.sum(-1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return 100.0 * ((sa - a) / (sb - b) - 1.0)
+
+
+def jackknife_se(loo) -> np.ndarray | float:
+    """Jackknife standard error from leave-one-out values along the last axis
+    (`sqrt((n - 1)/n sum (x_i - mean)^2)`); NaN with fewer than 2 cells."""
+    x = np.asarray(loo, float)
+    n = x.shape[-1]
+    if n < 2:
+        out = np.full(x.shape[:-1], np.nan)
+    else:
+        out = np.sqrt((n - 1) / n * np.sum((x - x.mean(-1, keepdims=True)) ** 2, -1))
+    return float(out) if out.ndim == 0 else out
+
+
 def pooled_change_se(before, after) -> float:
     """Standard error [percentage points] of the pooled change
     `pct(sum(after) / sum(before))` over cells, by the jackknife: the pooled change
-    recomputed with each cell left out once. `before`, `after`: one value per cell
-    (e.g. a pathway's summed weight per neuron)."""
-    b = np.asarray(before, float).ravel()
-    a = np.asarray(after, float).ravel()
-    n = b.size
-    if n < 2 or a.size != n:
-        raise ValueError(f"pooled_change_se needs one before and after value per cell for "
-                         f"at least 2 cells, got {b.size} and {a.size}")
-    loo = 100.0 * ((a.sum() - a) / (b.sum() - b) - 1.0)
-    return float(np.sqrt((n - 1) / n * np.sum((loo - loo.mean()) ** 2)))
+    recomputed with each cell left out once (NaN with fewer than 2 cells)."""
+    return jackknife_se(pooled_change_loo(np.ravel(before), np.ravel(after)))
+
+
+def finite_or_none(x, nd: int = 2) -> list:
+    """A list for summary.json: each value rounded, None where not finite."""
+    return [round(float(v), nd) if np.isfinite(v) else None for v in np.ravel(x)]
+
+
+def with_se(value: float, se, fmt: str = "{:+.1f}") -> str:
+    """`value` formatted, with ` ± se` where a finite standard error is given."""
+    text = fmt.format(float(value))
+    if se is None or not np.isfinite(se):
+        return text
+    return f"{text} ± {float(se):.1f}"
+
+
+def se_list(summary: dict, key: str, n: int) -> list:
+    """`summary[key]` (standard errors, one per member), or n Nones if it lacks them
+    (summaries written before they were recorded)."""
+    v = summary.get(key)
+    return [None if x is None else float(x) for x in v] if v is not None else [None] * n
 
 
 # --------------------------------------------------------------------------- read-outs
@@ -112,6 +149,18 @@ def save_figure(fig, path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def sweep_curve(ax, x, change, summary: dict, order, label: str) -> None:
+    """The measured curve of a sweep, with its standard errors over cells as error
+    bars where the summary has them (`change_se_pct`)."""
+    se = np.asarray([np.nan if v is None else v for v in
+                     se_list(summary, "change_se_pct", len(x))], float)[order]
+    if np.isfinite(se).any():
+        ax.errorbar(x[order], change[order], yerr=np.nan_to_num(se), fmt="o-",
+                    color="C3", lw=2, capsize=3, label=f"{label} (± SE over cells)")
+    else:
+        ax.plot(x[order], change[order], "o-", color="C3", lw=2, label=label)
 
 
 def quartile_band(ax, x, summary: dict, order, color: str = "C3") -> None:

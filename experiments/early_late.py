@@ -35,6 +35,7 @@ from experiments._common import (
     pooled_change_se,
     run_timeline,
     stack_params,
+    with_se,
 )
 
 DEFAULTS = {
@@ -230,9 +231,7 @@ def checks(summary: dict, quick: bool) -> list:
 
     def value(name, label):
         """The pooled change and, where the summary has it, its standard error."""
-        v = a[name][label]
-        e_ = se.get(name, {}).get(label)
-        return v if e_ is None else f"{v:+.1f} ± {e_:.1f}"
+        return with_se(a[name][label], se.get(name, {}).get(label))
 
     return [
         check(f"wtet_pct ({i})", value("wtet", "induced"), ">= +10 (early LTP)",

@@ -1,4 +1,4 @@
-"""Frequency-response function (Dudek & Bear 1992): 900 pulses to pathway S1 at 0.5, 1, 3, 5, 10, 20, 50 or 100 Hz, no postsynaptic current injection, cells at rest; the fEPSP proxy of S1 (its summed weight) is measured 30 min after the end of the train, relative to just before it.
+"""Frequency-response function (Dudek & Bear 1992): 900 pulses to pathway S1 at 0.5, 1, 3, 5, 10, 20, 50 or 100 Hz, no postsynaptic current injection, cells at rest; the fEPSP proxy of S1 (its summed weight) is measured 30 min after the end of the train, relative to just before it. Each value is given ± its standard error over cells (jackknife).
 
 Preparation: the hippocampal default parameters (`ltpnet.Params()`), a CA1 slice.
 Every frequency is one member of a single vmapped batch (same network, same
@@ -66,7 +66,9 @@ def sweep(ctx, protocols, ends, *, params=None, params_axes=None,
     """Run one member per protocol; read pathway and control at `ends + after_ms`.
 
     Returns a dict with the change of the stimulated and the control pathway per
-    member [%], the per-neuron changes `(B, n_post)`, and downsampled time courses.
+    member [%], the per-neuron changes `(B, n_post)`, the change with each neuron
+    left out `loo` `(B, n_post)` and its jackknife standard error `se` `(B,)`, and
+    downsampled time courses.
     Shared by the sweeps of frequency_response, stdp and voltage_clamp_pairing.
     """
     spec, exp = ctx.spec, ctx.exp
@@ -86,10 +88,11 @@ def sweep(ctx, protocols, ends, *, params=None, params_axes=None,
     key = lambda t: math.ceil(round(t / record_ms, 6)) * record_ms  # noqa: E731
     ip, ic = spec.pathway_index(exp["pathway"]), spec.pathway_index(exp["control"])
     pw0 = cm.pathway_weights(spec, tr.conn, snaps[key(t_base)]["w"])  # (B, n, P)
-    change, control, per_neuron = [], [], []
+    change, control, per_neuron, loo = [], [], [], []
     for b, t in enumerate(t_read):
         pw1 = cm.pathway_weights(spec, tr.conn, snaps[key(t)]["w"][b])  # (n, P)
         change.append(cm.pct(pw1[:, ip].sum() / pw0[b, :, ip].sum()))
+        loo.append(cm.pooled_change_loo(pw0[b, :, ip], pw1[:, ip]))
         control.append(cm.pct(pw1[:, ic].sum() / pw0[b, :, ic].sum()))
         with np.errstate(invalid="ignore", divide="ignore"):
             per_neuron.append(cm.pct(pw1[:, ip] / pw0[b, :, ip]))
@@ -99,6 +102,7 @@ def sweep(ctx, protocols, ends, *, params=None, params_axes=None,
     return {
         "change": np.asarray(change), "control": np.asarray(control),
         "per_neuron": np.asarray(per_neuron),
+        "loo": np.asarray(loo), "se": np.atleast_1d(cm.jackknife_se(np.asarray(loo))),
         "t_min": (tr.t[keep] - exp["baseline_ms"]) / cm.MS_PER_MIN,
         "trace_pct": cm.pct(f[:, keep]),
         "wall_s": tr.wall_s,
@@ -128,6 +132,7 @@ def run(ctx) -> dict:
     out = {
         "frequency_hz": freqs,
         "change_pct": res["change"].round(2).tolist(),
+        "change_se_pct": cm.finite_or_none(res["se"]),
         "control_change_pct": res["control"].round(2).tolist(),
         "crossover_hz": crossover(freqs, res["change"]),
         "n_pulses": n,
@@ -145,6 +150,7 @@ def checks(summary: dict, quick: bool) -> list:
     f = np.asarray(summary["frequency_hz"], float)
     c = np.asarray(summary["change_pct"], float)
     at = {float(x): float(y) for x, y in zip(f, c, strict=True)}
+    se = dict(zip(f.tolist(), cm.se_list(summary, "change_se_pct", len(f)), strict=True))
     out = []
     if quick:
         lo, hi = f.min(), f.max()
@@ -154,19 +160,21 @@ def checks(summary: dict, quick: bool) -> list:
     for fr, (a, b) in BANDS.items():
         if fr in at:
             band = f"{a:+.0f} %" if a == b else f"{a:+.0f} to {b:+.0f} %"
-            out.append(cm.check(f"change_pct @ {fr:g} Hz", at[fr],
+            out.append(cm.check(f"change_pct @ {fr:g} Hz", cm.with_se(at[fr], se[fr]),
                                 f"≈ {band} (±{TOL:.0f}: {a - TOL:+.0f} to {b + TOL:+.0f})",
                                 a - TOL <= at[fr] <= b + TOL))
     i = int(np.argmin(c))
     out.append(cm.check("frequency of largest LTD [Hz]", f[i], "1 to 3 Hz",
                         1.0 <= f[i] <= 3.0, "{:g}"))
-    out.append(cm.check("largest LTD [%]", c[i], "≈ -20 % (-30 to -10)",
+    out.append(cm.check("largest LTD [%]", cm.with_se(c[i], se[f[i]]),
+                        "≈ -20 % (-30 to -10)",
                         -30.0 <= c[i] <= -10.0))
     x = summary.get("crossover_hz")
     out.append(cm.check("crossover_hz", "none" if x is None else f"{x:.1f}",
                         "near 10 Hz (5 to 20)", x is not None and 5.0 <= x <= 20.0))
     if 100.0 in at:
-        out.append(cm.check("change_pct @ 100 Hz", at[100.0], "> 0 (LTP)", at[100.0] > 0))
+        out.append(cm.check("change_pct @ 100 Hz", cm.with_se(at[100.0], se[100.0]),
+                            "> 0 (LTP)", at[100.0] > 0))
     return out
 
 
@@ -177,7 +185,7 @@ def plot(summary: dict, path) -> None:
                         label="Dudek & Bear 1992 band (±10 %)" if fr == 0.5 else None)
         ax.plot([fr / 1.25, fr * 1.25], [(a + b) / 2] * 2, color="0.45", lw=1.5)
     ax.axhline(0, color="k", lw=0.8)
-    ax.plot(f[order], c[order], "o-", color="C3", lw=2, label=f"ltpnet, {summary['n_pulses']} pulses")
+    cm.sweep_curve(ax, f, c, summary, order, f"ltpnet, {summary['n_pulses']} pulses")
     ax.plot(f[order], ctl[order], "s--", color="C0", ms=4, lw=1,
             label="unstimulated control pathway")
     cm.quartile_band(ax, f, summary, order)

@@ -1,4 +1,4 @@
-"""STDP window (Bi & Poo 1998): 60 pairings at 1 Hz of a pulse to pathway S1 with a spike forced in every CA1 cell Δt later (Δt = t_post − t_pre from −100 to +100 ms); the S1 fEPSP proxy (summed weight) is measured 30 min after the last pairing, relative to just before the first.
+"""STDP window (Bi & Poo 1998): 60 pairings at 1 Hz of a pulse to pathway S1 with a spike forced in every CA1 cell Δt later (Δt = t_post − t_pre from −100 to +100 ms); the S1 fEPSP proxy (summed weight) is measured 30 min after the last pairing, relative to just before the first. Each value is given ± its standard error over cells (jackknife).
 
 Preparation: the hippocampal default parameters (`ltpnet.Params()`). Bi & Poo
 recorded pairs of cultured hippocampal neurons (EPSC amplitude 20-30 min after the
@@ -99,6 +99,7 @@ def run(ctx) -> dict:
     out = {
         "dt_ms": dts,
         "change_pct": res["change"].round(2).tolist(),
+        "change_se_pct": cm.finite_or_none(res["se"]),
         "control_change_pct": res["control"].round(2).tolist(),
         "n_pairs": exp["n_pairs"], "pair_freq_hz": exp["pair_freq_hz"],
         "read_after_min": exp["after_ms"] / cm.MS_PER_MIN,
@@ -107,6 +108,9 @@ def run(ctx) -> dict:
         "bi_poo_1998": bi_poo_binned(),
     }
     out["bins"] = _binned(dts, res["change"])
+    # the bin means recomputed with each neuron left out: their jackknife error
+    loo = np.asarray([_binned(dts, x) for x in res["loo"].T], dtype=float)  # (n, bins)
+    out["bins_se"] = cm.finite_or_none(cm.jackknife_se(loo.T))
     if ctx.neurons is not None:
         out["neurons"] = {"change_pct": [cm.distribution(x) for x in res["per_neuron"]]}
     return out
@@ -126,6 +130,7 @@ def _binned(dts, change) -> list:
 def checks(summary: dict, quick: bool) -> list:
     d = np.asarray(summary["dt_ms"], float)
     c = np.asarray(summary["change_pct"], float)
+    se = cm.se_list(summary, "change_se_pct", len(d))
     out = []
     if quick:
         for i in np.argsort(d):
@@ -139,23 +144,26 @@ def checks(summary: dict, quick: bool) -> list:
         i = np.flatnonzero(pos)[np.argmax(c[pos])]
         out.append(cm.check("Δt of largest LTP [ms]", d[i], "+5 to +10 ms",
                             5 <= d[i] <= 10, "{:+g}"))
-        out.append(cm.check("largest LTP [%]", c[i], "+50 to +100 %", 50 <= c[i] <= 100))
+        out.append(cm.check("largest LTP [%]", cm.with_se(c[i], se[i]), "+50 to +100 %",
+                            50 <= c[i] <= 100))
     if neg.any():
+        m = np.flatnonzero(neg)[np.argmax(c[neg])]
         out.append(cm.check("change_pct, Δt in −20…−5 ms (least negative)",
-                            c[neg].max(), "< 0 at every Δt (LTD)", c[neg].max() < 0))
+                            cm.with_se(c[m], se[m]), "< 0 at every Δt (LTD)", c[m] < 0))
         j = np.flatnonzero(neg)[np.argmin(c[neg])]
-        out.append(cm.check("largest LTD in −20…−5 ms [%]", c[j], "−20 to −40 %",
-                            -40 <= c[j] <= -20))
+        out.append(cm.check("largest LTD in −20…−5 ms [%]", cm.with_se(c[j], se[j]),
+                            "−20 to −40 %", -40 <= c[j] <= -20))
     far = np.abs(d) >= 60
     if far.any():
         k = np.flatnonzero(far)[np.argmax(np.abs(c[far]))]
-        out.append(cm.check(f"|change| for |Δt| ≥ 60 ms (largest, at {d[k]:+g} ms)", c[k],
-                            "≈ 0 (within ±10 %)", abs(c[k]) <= 10))
-    for b, m in zip(summary["bi_poo_1998"], summary["bins"], strict=True):
+        out.append(cm.check(f"|change| for |Δt| ≥ 60 ms (largest, at {d[k]:+g} ms)",
+                            cm.with_se(c[k], se[k]), "≈ 0 (within ±10 %)", abs(c[k]) <= 10))
+    bins_se = cm.se_list(summary, "bins_se", len(summary["bins"]))
+    for b, m, e in zip(summary["bi_poo_1998"], summary["bins"], bins_se, strict=True):
         if m is None:
             continue
         lo, hi = b["bin"]
-        out.append(cm.check(f"bin ({lo:g}, {hi:g}] ms mean", m,
+        out.append(cm.check(f"bin ({lo:g}, {hi:g}] ms mean", cm.with_se(m, e),
                             f"{b['pct']:+.1f} ± 2×{b['sem_pct']:.1f} (Bi & Poo)",
                             abs(m - b["pct"]) <= 2 * b["sem_pct"]))
     return out
@@ -177,8 +185,8 @@ def plot(summary: dict, path) -> None:
     ax.plot(x[x < 0], fit[x < 0], color="0.6", lw=1)
     ax.axhline(0, color="k", lw=0.8)
     ax.axvline(0, color="k", lw=0.5, ls=":")
-    ax.plot(d[o], c[o], "o-", color="C3", lw=2,
-            label=f"ltpnet, {summary['n_pairs']} pairs at {summary['pair_freq_hz']:g} Hz")
+    cm.sweep_curve(ax, d, c, summary, o,
+                   f"ltpnet, {summary['n_pairs']} pairs at {summary['pair_freq_hz']:g} Hz")
     ax.plot(d[o], ctl[o], "s--", color="C0", ms=3, lw=1, label="control pathway (bg)")
     cm.quartile_band(ax, d, summary, o)
     ax.set_xlabel("Δt = t_post − t_pre [ms]")

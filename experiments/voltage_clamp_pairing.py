@@ -1,4 +1,4 @@
-"""Pairing under voltage clamp (Shouval, Bear & Cooper 2002, Fig. 3A): 100 pulses at 1 Hz to pathway S1 while every CA1 cell is clamped at V_c (−70 to −10 mV, from 1 s before the first pulse to 1 s after the last); the S1 fEPSP proxy (summed weight) is measured 30 min after the end of the clamp, relative to just before it.
+"""Pairing under voltage clamp (Shouval, Bear & Cooper 2002, Fig. 3A): 100 pulses at 1 Hz to pathway S1 while every CA1 cell is clamped at V_c (−70 to −10 mV, from 1 s before the first pulse to 1 s after the last); the S1 fEPSP proxy (summed weight) is measured 30 min after the end of the clamp, relative to just before it. Each value is given ± its standard error over cells (jackknife).
 
 Preparation: the hippocampal default parameters (`ltpnet.Params()`); only the holding
 potential `neuron.V_clamp` differs between conditions. Every V_c is one member of a
@@ -80,6 +80,7 @@ def run(ctx) -> dict:
     out = {
         "clamp_mv": vs,
         "change_pct": res["change"].round(2).tolist(),
+        "change_se_pct": cm.finite_or_none(res["se"]),
         "control_change_pct": res["control"].round(2).tolist(),
         "n_pulses": exp["n_pulses"], "freq_hz": exp["freq_hz"],
         "clamp_min": [(on - t0) / cm.MS_PER_MIN, (off - t0) / cm.MS_PER_MIN],
@@ -95,6 +96,7 @@ def run(ctx) -> dict:
 def checks(summary: dict, quick: bool) -> list:
     v = np.asarray(summary["clamp_mv"], float)
     c = np.asarray(summary["change_pct"], float)
+    se = cm.se_list(summary, "change_se_pct", len(v))
     out = []
     if quick:
         for i in np.argsort(v):
@@ -110,16 +112,17 @@ def checks(summary: dict, quick: bool) -> list:
     rest, ltd, ltp = v <= -60, (v >= -55) & (v <= -40), v >= -30
     if rest.any():
         k = np.flatnonzero(rest)[np.argmax(np.abs(c[rest]))]
-        out.append(cm.check(f"|change| at −70…−60 mV (largest, at {v[k]:g} mV)", c[k],
-                            f"≈ 0 (within ±{NONE_BAND:g} %)", abs(c[k]) <= NONE_BAND))
+        out.append(cm.check(f"|change| at −70…−60 mV (largest, at {v[k]:g} mV)",
+                            cm.with_se(c[k], se[k]), f"≈ 0 (within ±{NONE_BAND:g} %)",
+                            abs(c[k]) <= NONE_BAND))
     if ltd.any():
         k = np.flatnonzero(ltd)[np.argmax(c[ltd])]
-        out.append(cm.check(f"change at −55…−40 mV (least negative, at {v[k]:g} mV)", c[k],
-                            "< 0 at every V_c (LTD)", c[k] < 0))
+        out.append(cm.check(f"change at −55…−40 mV (least negative, at {v[k]:g} mV)",
+                            cm.with_se(c[k], se[k]), "< 0 at every V_c (LTD)", c[k] < 0))
     if ltp.any():
         k = np.flatnonzero(ltp)[np.argmin(c[ltp])]
-        out.append(cm.check(f"change above −30 mV (smallest, at {v[k]:g} mV)", c[k],
-                            "> 0 at every V_c (LTP)", c[k] > 0))
+        out.append(cm.check(f"change above −30 mV (smallest, at {v[k]:g} mV)",
+                            cm.with_se(c[k], se[k]), "> 0 at every V_c (LTP)", c[k] > 0))
     i, j = int(np.argmin(c)), int(np.argmax(c))
     out.append(cm.check("V_c of largest LTD < V_c of largest LTP [mV]",
                         f"{v[i]:g} vs {v[j]:g}", "LTD window below the LTP window",
@@ -137,8 +140,8 @@ def plot(summary: dict, path) -> None:
                    (-19, "expected:\nLTP")):
         ax.text(x, -0.97 * ymax, txt, ha="center", va="bottom", fontsize=8, color="0.3")
     ax.axhline(0, color="k", lw=0.8)
-    ax.plot(v[o], c[o], "o-", color="C3", lw=2,
-            label=f"ltpnet, {summary['n_pulses']} pulses at {summary['freq_hz']:g} Hz")
+    cm.sweep_curve(ax, v, c, summary, o,
+                   f"ltpnet, {summary['n_pulses']} pulses at {summary['freq_hz']:g} Hz")
     ax.plot(v[o], ctl[o], "s--", color="C0", ms=3, lw=1, label="control pathway (bg)")
     cm.quartile_band(ax, v, summary, o)
     ax.set_ylim(-ymax, ymax)

@@ -166,11 +166,21 @@ def test_pooled_change_se_is_the_jackknife_of_the_pooled_ratio():
     assert cm.pooled_change_se(before, odd) > cm.pooled_change_se(before, after)
 
 
-def test_pooled_change_se_names_bad_input():
-    with pytest.raises(ValueError, match="at least 2 cells, got 1 and 1"):
-        cm.pooled_change_se([1.0], [1.2])
-    with pytest.raises(ValueError, match="got 3 and 2"):
-        cm.pooled_change_se([1.0, 1.0, 1.0], [1.2, 1.1])
+def test_pooled_change_se_of_members_and_of_too_few_cells():
+    # one row per member: each row's error is that of the row alone
+    rng = np.random.default_rng(4)
+    before = rng.uniform(0.5, 1.5, (3, 8))
+    after = before * rng.uniform(0.8, 1.6, (3, 8))
+    se = cm.jackknife_se(cm.pooled_change_loo(before, after))
+    assert se.shape == (3,)
+    for b in range(3):
+        assert se[b] == pytest.approx(cm.pooled_change_se(before[b], after[b]), rel=1e-12)
+    # a single cell has no spread to measure: NaN, and the value prints without it
+    assert np.isnan(cm.pooled_change_se([1.0], [1.2]))
+    assert cm.with_se(5.0, float("nan")) == "+5.0"
+    assert cm.with_se(5.0, 1.26) == "+5.0 ± 1.3"
+    with pytest.raises(ValueError, match=r"shapes \(3,\) and \(2,\)"):
+        cm.pooled_change_loo([1.0, 1.0, 1.0], [1.2, 1.1])
 
 
 # --------------------------------------------------------------------------- framework
