@@ -461,6 +461,28 @@ def test_fit_json_schema_and_bounds(small_fit):
             assert lo < r["final"][name] < hi
 
 
+def test_fit_json_times_above_threshold_are_the_fitted_calcium(small_fit):
+    """t_d_ms and t_p_ms of every condition equal a brute-force sum over the events of
+    the fitted values' linear calcium."""
+    _, doc = small_fit
+    v = preset(TRUTH)
+    v.update(doc["params"])
+    v.update({f"extra.{k}": x for k, x in doc["extra"].items()})
+    dt = 0.001  # ms; each threshold crossing of the grid sum is off by at most dt
+    checked = 0
+    for c, entry in zip(_design(), doc["conditions"], strict=True):
+        if c.train_ms > 500.0:  # the grid sum of a long train is slow
+            continue
+        checked += 1
+        bd, bp = _linear_brute(v, c, dt)
+        tol = 4 * dt * c.pairs_per_train * c.n_trains
+        assert entry["t_d_ms"] == pytest.approx(bd, abs=tol), c
+        assert entry["t_p_ms"] == pytest.approx(bp, abs=tol), c
+        assert entry["t_d_ms"] >= entry["t_p_ms"] >= 0.0
+    assert checked >= 4
+    assert sum(e["t_p_ms"] > 0 for e in doc["conditions"]) >= 3
+
+
 def test_fit_json_loads_into_params_and_a_network_config(small_fit):
     d, doc = small_fit
     p = load_params(d / "out" / "fit.json")

@@ -34,6 +34,7 @@ from .model import preset as preset
 from .optimize import FitResult as FitResult
 from .optimize import fit as fit
 from .optimize import predict_values as predict_values
+from .optimize import times_values as times_values
 from .plot import plot_fit as plot_fit
 from .transform import FitConfigError as FitConfigError
 from .transform import Free as Free
@@ -42,5 +43,6 @@ __all__ = [
     "Condition", "ConfigError", "DataError", "FitConfig", "FitConfigError",
     "FitResult", "Free", "MODELS", "ModelOptions", "PARAMS", "PRESETS", "fit",
     "fit_command", "load_config", "load_csv", "load_files", "load_params", "plot_fit",
-    "predict", "predict_values", "preset", "result_json", "run_config", "write_csv",
+    "predict", "predict_values", "preset", "result_json", "run_config", "times_values",
+    "write_csv",
 ]

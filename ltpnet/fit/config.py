@@ -253,13 +253,15 @@ def run_config(cfg: FitConfig, progress=stderr_progress) -> FitResult:
 def result_json(result: FitResult, cfg: FitConfig | None = None) -> dict:
     """The content of fit.json (see docs/fitting.md for the schema)."""
     conds = []
-    for c, p, r in zip(result.conditions, result.predicted, result.residuals(),
-                       strict=True):
+    t_d, t_p = result.times()
+    for c, p, r, td, tp in zip(result.conditions, result.predicted, result.residuals(),
+                               t_d, t_p, strict=True):
         conds.append({
             "source": c.source, "dt_ms": c.dt_ms, "pair_freq_hz": c.pair_freq_hz,
             "pairs_per_train": c.pairs_per_train, "n_trains": c.n_trains,
             "train_interval_s": c.train_interval_s, "ratio": c.ratio, "sem": c.sem,
             "predicted": float(p), "chi2": float(r ** 2),
+            "t_d_ms": float(td), "t_p_ms": float(tp),
         })
         if c.clamp_mv is not None:
             conds[-1]["clamp_mv"] = c.clamp_mv

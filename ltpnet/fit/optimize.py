@@ -21,7 +21,15 @@ import optax
 
 from .. import surrogate
 from . import data as _data
-from .model import PARAMS, ModelOptions, batch_arrays, names_for, predict, preset
+from .model import (
+    PARAMS,
+    ModelOptions,
+    batch_arrays,
+    names_for,
+    predict,
+    preset,
+    times_above,
+)
 from .transform import FitConfigError, Space, make_space
 
 
@@ -87,6 +95,11 @@ class FitResult:
         return predict_values(self.model, self.values, conditions, self.options,
                               hard=hard)
 
+    def times(self, conditions=None) -> tuple[np.ndarray, np.ndarray]:
+        """`(t_d, t_p)` [ms] of the fitted model per condition (default: the data)."""
+        return times_values(self.model, self.values, conditions or self.conditions,
+                            self.options)
+
 
 def model_options(model: str, conditions, **kw) -> ModelOptions:
     """ModelOptions sized for `conditions` (raises FitConfigError on a bad choice)."""
@@ -115,9 +128,9 @@ def model_options(model: str, conditions, **kw) -> ModelOptions:
     return opts
 
 
-def predict_values(model: str, values: dict, conditions, options: ModelOptions | None =
-                   None, *, hard: bool = True, temperature: float = 0.05) -> np.ndarray:
-    """Predicted ratios for parameter values `values` (missing: the ltpnet preset)."""
+def _evaluate(fn, model: str, values: dict, conditions, options, temperature):
+    """`fn(v, conds, opts, temperature)` for parameter values `values` (missing: the
+    ltpnet preset) on `conditions`, jitted."""
     v = preset("ltpnet")
     v.update(values)
     v = {k: jnp.asarray(v[k]) for k in names_for(model)}
@@ -125,8 +138,23 @@ def predict_values(model: str, values: dict, conditions, options: ModelOptions |
     opts = dataclasses.replace(
         opts, max_pairs=max(c.pairs_per_train for c in conditions))
     conds = batch_arrays(_data.batch(conditions))
-    f = jax.jit(lambda v, c: predict(v, c, opts, 0.0 if hard else temperature))
-    return np.asarray(f(v, conds))
+    return jax.jit(lambda v, c: fn(v, c, opts, temperature))(v, conds)
+
+
+def predict_values(model: str, values: dict, conditions, options: ModelOptions | None =
+                   None, *, hard: bool = True, temperature: float = 0.05) -> np.ndarray:
+    """Predicted ratios for parameter values `values` (missing: the ltpnet preset)."""
+    return np.asarray(_evaluate(predict, model, values, conditions, options,
+                                0.0 if hard else temperature))
+
+
+def times_values(model: str, values: dict, conditions,
+                 options: ModelOptions | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """`(t_d, t_p)` [ms] per condition: the total time the calcium of parameter values
+    `values` spends above theta_d and above theta_p (hard thresholds), the only way a
+    protocol reaches the read-out."""
+    t_d, t_p = _evaluate(times_above, model, values, conditions, options, 0.0)
+    return np.asarray(t_d), np.asarray(t_p)
 
 
 def make_loss(space: Space, conds: dict, ratio, sem, opts: ModelOptions):
