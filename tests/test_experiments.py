@@ -183,6 +183,38 @@ def test_pooled_change_se_of_members_and_of_too_few_cells():
         cm.pooled_change_loo([1.0, 1.0, 1.0], [1.2, 1.1])
 
 
+def test_sweep_checks_print_the_standard_error_and_judge_the_value():
+    """The full checks of a sweep show `value ± SE` where the summary has the errors
+    (and the plain value where it does not), and pass or fail on the value alone."""
+    from experiments import frequency_response as fr
+    from experiments import stdp
+
+    f = [0.5, 1.0, 3.0, 5.0, 10.0, 20.0, 50.0, 100.0]
+    c = [-8.0, -21.0, -16.0, -6.0, 3.0, 9.0, 15.0, 30.0]
+    se = [1.0, 2.5, 2.0, 9.0, 1.5, None, 4.0, 6.0]
+    s = {"frequency_hz": f, "change_pct": c, "change_se_pct": se,
+         "crossover_hz": fr.crossover(f, c)}
+    rows = {r.key: r for r in fr.checks(s, False)}
+    assert rows["change_pct @ 1 Hz"].value == "-21.0 ± 2.5"
+    assert rows["largest LTD [%]"].value == "-21.0 ± 2.5"
+    assert rows["change_pct @ 10 Hz"].value == "+3.0 ± 1.5"
+    assert all(r.passed for r in rows.values())
+    s["change_pct"] = [-8.0, -21.0, -16.0, -6.0, -12.0, 9.0, 15.0, 30.0]
+    assert not {r.key: r for r in fr.checks(s, False)}["change_pct @ 10 Hz"].passed
+    del s["change_se_pct"]
+    assert {r.key: r for r in fr.checks(s, False)}["change_pct @ 1 Hz"].value == "-21.0"
+
+    d = [-15.0, -10.0, 5.0, 10.0, 80.0]
+    ch = [-18.0, -25.0, 60.0, 40.0, 1.0]
+    t = {"dt_ms": d, "change_pct": ch, "change_se_pct": [3.0, 4.0, 8.0, 7.0, 0.5],
+         "bi_poo_1998": stdp.bi_poo_binned(), "bins": stdp._binned(d, ch),
+         "bins_se": [None] * len(stdp.bi_poo_binned())}
+    rows = {r.key: r for r in stdp.checks(t, False)}
+    assert rows["largest LTP [%]"].value == "+60.0 ± 8.0" and rows["largest LTP [%]"].passed
+    assert rows["largest LTD in −20…−5 ms [%]"].value == "-25.0 ± 4.0"
+    assert rows["change_pct, Δt in −20…−5 ms (least negative)"].value == "-18.0 ± 3.0"
+
+
 # --------------------------------------------------------------------------- framework
 
 TOY = '''
