@@ -117,6 +117,12 @@ def with_se(value: float, se, fmt: str = "{:+.1f}") -> str:
     return f"{text} ± {float(se):.1f}"
 
 
+def value_se(summary: dict, key: str, fmt: str = "{:+.1f}") -> str:
+    """`summary[key]` formatted with ` ± ` its standard error `summary["se"][key]`,
+    where the summary has one."""
+    return with_se(summary[key], summary.get("se", {}).get(key), fmt)
+
+
 def se_list(summary: dict, key: str, n: int) -> list:
     """`summary[key]` (standard errors, one per member), or n Nones if it lacks them
     (summaries written before they were recorded)."""

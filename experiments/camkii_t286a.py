@@ -1,4 +1,5 @@
 """CaMKII T286A knock-in: HFS gives short-term potentiation only (Giese et al. 1998).
+Values checked against a band carry ± their standard error over cells (jackknife).
 
 Two-pathway CA1 slice, test pulses on S1 and S2; after a 10-minute baseline S1 gets
 one tetanus of 100 pulses at 100 Hz (1 s) and is followed for 60 min. The same
@@ -29,6 +30,7 @@ from experiments.hfs_ltp import (
     course,
     neuron_panel,
     neuron_pct,
+    neuron_se,
     probe,
     timeline,
 )
@@ -65,7 +67,7 @@ def run(ctx) -> dict:
     t_early = t_tet + e["early_ms"]
     base = (0.0, t_tet - 100.0)
     out = {"measured_at_min": [e["early_ms"] / MIN, e["after_ms"] / MIN],
-           "course": {}, "neurons": {}, "per_neuron": {}, "s2_pct_60min": {}}
+           "course": {}, "neurons": {}, "per_neuron": {}, "s2_pct_60min": {}, "se": {}}
     for g in GENOTYPES:
         spec = dataclasses.replace(ctx.spec, t286a=(g == "t286a")).check()
         ctx.log(f"{g}: {spec.n_post} neurons x {spec.k} synapses, "
@@ -81,6 +83,7 @@ def run(ctx) -> dict:
             per = neuron_pct(tr, spec, "S1", t_base, t)
             out["neurons"][f"{g}_pct_{lab}"] = cm.distribution(per)
             out["per_neuron"][f"{g}_pct_{lab}"] = per
+            out["se"][f"{g}_pct_{lab}"] = float(neuron_se(tr, spec, "S1", t_base, t))
         out[f"{g}_wall_s"] = round(tr.wall_s, 1)
     return out
 
@@ -99,11 +102,14 @@ def checks(s: dict, quick: bool) -> list:
                      f"wild type at {late} (decaying)", m60 < m5 and m60 < w60),
         ]
     return [
-        cm.check("wt_pct_5min", w5, "> +30 % (potentiated)", w5 > 30),
-        cm.check("wt_pct_60min", w60, "+30 ... +60 % (LTP, as in hfs_ltp)",
-                 band(w60, 30, 60)),
-        cm.check("t286a_pct_5min", m5, "> +10 % (short-term potentiation)", m5 > 10),
-        cm.check("t286a_pct_60min", m60, "0 +- 5 % (no LTP)", band(m60, -5, 5)),
+        cm.check("wt_pct_5min", cm.value_se(s, "wt_pct_5min"), "> +30 % (potentiated)",
+                 w5 > 30),
+        cm.check("wt_pct_60min", cm.value_se(s, "wt_pct_60min"),
+                 "+30 ... +60 % (LTP, as in hfs_ltp)", band(w60, 30, 60)),
+        cm.check("t286a_pct_5min", cm.value_se(s, "t286a_pct_5min"),
+                 "> +10 % (short-term potentiation)", m5 > 10),
+        cm.check("t286a_pct_60min", cm.value_se(s, "t286a_pct_60min"),
+                 "0 +- 5 % (no LTP)", band(m60, -5, 5)),
     ]
 
 

@@ -1,4 +1,5 @@
 """HFS LTP and its NMDA-receptor dependence (Bliss & Lomo 1973; Collingridge 1983).
+Values checked against a band carry ± their standard error over cells (jackknife).
 
 Two-pathway CA1 slice: after a baseline of test pulses (S1 and S2 alternately,
 `test_every_ms` apart on each), S1 gets one tetanus of 100 pulses at 100 Hz (1 s);
@@ -113,6 +114,17 @@ def neuron_pct(tr: cm.Trace, spec, pathway: str, t_before: float, t_after: float
         return cm.pct(after / before)
 
 
+def neuron_se(tr: cm.Trace, spec, pathway: str, t_before: float, t_after: float):
+    """Standard error over neurons `(...)` (one per batch member) of the pooled change
+    of `pathway`'s summed weight from the snapshot at `t_before` to the one at
+    `t_after`, by the jackknife (each neuron left out once)."""
+    i = spec.pathway_index(pathway)
+    snap = {t: cm.pathway_weights(spec, tr.conn, s["w"])[..., i]
+            for t, s in tr.snapshots.items()}
+    return cm.jackknife_se(cm.pooled_change_loo(_snap(snap, t_before),
+                                                _snap(snap, t_after)))
+
+
 def _snap(snap: dict, t: float):
     key = min(snap, key=lambda s: abs(s - t))
     if abs(key - t) > 1000.0:
@@ -203,12 +215,14 @@ def run(ctx) -> dict:
     s2 = {k: change_pct(tr, spec, "S2", base, t) for k, t in times.items()}
     per = {"S1": neuron_pct(tr, spec, "S1", t_base, t_end),
            "S2": neuron_pct(tr, spec, "S2", t_base, t_end)}
+    se = neuron_se(tr, spec, "S1", t_base, t_end)  # (2,): control, APV
     t_min, c1 = course(tr, spec, "S1", base, t_tet)
     _, c2 = course(tr, spec, "S2", base, t_tet)
     return {
         "change_pct_60min": float(s1["end"][0]),
         "apv_change_pct_60min": float(s1["end"][1]),
         "measured_at_min": e["after_ms"] / MIN,
+        "se": {"change_pct_60min": float(se[0]), "apv_change_pct_60min": float(se[1])},
         "s1_pct": {k: [float(x) for x in v] for k, v in s1.items()},
         "s2_pct": {k: [float(x) for x in v] for k, v in s2.items()},
         "conditions": ["control", "APV"],
@@ -233,8 +247,10 @@ def checks(s: dict, quick: bool) -> list:
                          c > 0),
                 cm.check("apv_change_pct_60min", a,
                          "below half the control change (APV blocks LTP)", a < c / 2)]
-    return [cm.check("change_pct_60min", c, "+30 ... +60 %", band(c, 30, 60)),
-            cm.check("apv_change_pct_60min", a, "0 +- 5 %", band(a, -5, 5))]
+    return [cm.check("change_pct_60min", cm.value_se(s, "change_pct_60min"),
+                     "+30 ... +60 %", band(c, 30, 60)),
+            cm.check("apv_change_pct_60min", cm.value_se(s, "apv_change_pct_60min"),
+                     "0 +- 5 %", band(a, -5, 5))]
 
 
 def plot(s: dict, path):

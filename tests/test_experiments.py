@@ -179,6 +179,8 @@ def test_pooled_change_se_of_members_and_of_too_few_cells():
     assert np.isnan(cm.pooled_change_se([1.0], [1.2]))
     assert cm.with_se(5.0, float("nan")) == "+5.0"
     assert cm.with_se(5.0, 1.26) == "+5.0 ± 1.3"
+    assert cm.value_se({"x": -2.0, "se": {"x": 0.54}}, "x") == "-2.0 ± 0.5"
+    assert cm.value_se({"x": -2.0}, "x") == "-2.0"
     with pytest.raises(ValueError, match=r"shapes \(3,\) and \(2,\)"):
         cm.pooled_change_loo([1.0, 1.0, 1.0], [1.2, 1.1])
 
