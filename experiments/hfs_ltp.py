@@ -104,12 +104,17 @@ def course(tr: cm.Trace, spec, pathway: str, base: tuple[float, float], t0: floa
     return ((tr.t - t0) / MIN).tolist(), np.round(pct, 3).tolist()
 
 
+def _sums(tr: cm.Trace, spec, pathway: str, t_before: float, t_after: float):
+    """`(before, after)` `(..., n_post)`: the summed weight of `pathway` per neuron in
+    the snapshots at `t_before` and `t_after`."""
+    i = spec.pathway_index(pathway)
+    return tuple(cm.pathway_weights(spec, tr.conn, _snap(tr.snapshots, t)["w"])[..., i]
+                 for t in (t_before, t_after))
+
+
 def neuron_pct(tr: cm.Trace, spec, pathway: str, t_before: float, t_after: float):
     """Per-neuron % change `(..., n_post)` of the summed weight of `pathway`."""
-    i = spec.pathway_index(pathway)
-    snap = {t: cm.pathway_weights(spec, tr.conn, s["w"])[..., i]
-            for t, s in tr.snapshots.items()}
-    before, after = _snap(snap, t_before), _snap(snap, t_after)
+    before, after = _sums(tr, spec, pathway, t_before, t_after)
     with np.errstate(invalid="ignore", divide="ignore"):
         return cm.pct(after / before)
 
@@ -118,11 +123,8 @@ def neuron_se(tr: cm.Trace, spec, pathway: str, t_before: float, t_after: float)
     """Standard error over neurons `(...)` (one per batch member) of the pooled change
     of `pathway`'s summed weight from the snapshot at `t_before` to the one at
     `t_after`, by the jackknife (each neuron left out once)."""
-    i = spec.pathway_index(pathway)
-    snap = {t: cm.pathway_weights(spec, tr.conn, s["w"])[..., i]
-            for t, s in tr.snapshots.items()}
-    return cm.jackknife_se(cm.pooled_change_loo(_snap(snap, t_before),
-                                                _snap(snap, t_after)))
+    return cm.jackknife_se(cm.pooled_change_loo(*_sums(tr, spec, pathway, t_before,
+                                                       t_after)))
 
 
 def _snap(snap: dict, t: float):

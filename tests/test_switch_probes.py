@@ -39,7 +39,7 @@ def test_calcium_times_of_a_weak_and_a_strong_tetanus():
 def test_train_times_per_pulse_grow_as_pulses_sum():
     """Per S1 synapse and pulse: t_p <= t_d, and a 10 Hz train keeps each synapse
     above theta_d at least as long per pulse as a 1 Hz one (NMDA calcium of one pulse
-    adds to what the last left), and at most the 100 ms between its pulses."""
+    adds to what the last left), and longer on average."""
     cfg, _ = load("frequency_response", overrides=["spec.n_post=2"])
     slow = train_times(cfg.spec, cfg.params, 1, 1.0, n_pulses=5)
     fast = train_times(cfg.spec, cfg.params, 1, 10.0, n_pulses=5)
@@ -47,7 +47,7 @@ def test_train_times_per_pulse_grow_as_pulses_sum():
     for t_d, t_p in (slow, fast):
         assert np.all(t_p <= t_d) and np.all(t_d >= 0.0)
     assert np.all(fast[0] >= slow[0])
-    assert np.all(fast[0] <= 100.0 + 300.0 / 5)
+    assert fast[0].mean() > slow[0].mean()
 
 
 def test_mean_abs_early_change_grows_with_the_train():
