@@ -264,21 +264,23 @@ def _in_memory(tree, step_idx):
 
 
 def _rho_row_sums(cr):
-    """`sum_k rho_ik` `(n_post,)` of the packed state in one pass: partial sums over
-    slices of each row first (XLA would otherwise copy the efficacies out of the
-    packed array before reducing them)."""
+    """`sum_k rho_ik` `(n_post,)` of the packed state in one pass.
+
+    Complex state: partial sums over slices of each row first (XLA would otherwise
+    copy the efficacies out of the packed array before reducing them). bfloat16
+    pairs: the low halves as bfloat16, summed in float32 (decoding each slice to
+    float32 first took three times as long on XLA:CPU).
+    """
+    if not jnp.iscomplexobj(cr):
+        rho = jax.lax.bitcast_convert_type(cr.astype(jnp.uint16), jnp.bfloat16)
+        return jnp.sum(rho, axis=1, dtype=jnp.float32)
     n, k = cr.shape
     m = max(d for d in range(1, 17) if k % d == 0)
     v = cr.reshape(n, m, k // m)
-    if jnp.iscomplexobj(cr):
-        part = v[:, 0]
-        for i in range(1, m):
-            part = part + v[:, i]
-        return jnp.sum(jnp.imag(part), axis=1)
-    part = rho_of(v[:, 0])
+    part = v[:, 0]
     for i in range(1, m):
-        part = part + rho_of(v[:, i])
-    return jnp.sum(part, axis=1)
+        part = part + v[:, i]
+    return jnp.sum(jnp.imag(part), axis=1)
 
 
 def observe(spec: ModelSpec, obs: Observe, co: Coeffs, conn, st: State) -> dict:
