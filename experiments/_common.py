@@ -104,17 +104,25 @@ def pooled_change_se(before, after) -> float:
     return jackknife_se(pooled_change_loo(np.ravel(before), np.ravel(after)))
 
 
+def mean_se(x) -> float:
+    """Standard error of the mean over cells of a per-cell value `(n_cells,)`:
+    sd / sqrt(n) (NaN with fewer than 2 cells)."""
+    x = np.ravel(np.asarray(x, float))
+    return float(np.std(x, ddof=1) / np.sqrt(x.size)) if x.size > 1 else float("nan")
+
+
 def finite_or_none(x, nd: int = 2) -> list:
     """A list for summary.json: each value rounded, None where not finite."""
     return [round(float(v), nd) if np.isfinite(v) else None for v in np.ravel(x)]
 
 
 def with_se(value: float, se, fmt: str = "{:+.1f}") -> str:
-    """`value` formatted, with ` ± se` where a finite standard error is given."""
+    """`value` formatted, with ` ± se` where a finite standard error is given (in
+    the same format, unsigned)."""
     text = fmt.format(float(value))
     if se is None or not np.isfinite(se):
         return text
-    return f"{text} ± {float(se):.1f}"
+    return f"{text} ± {fmt.replace('+', '').format(float(se))}"
 
 
 def value_se(summary: dict, key: str, fmt: str = "{:+.1f}") -> str:

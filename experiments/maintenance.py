@@ -34,6 +34,8 @@ from experiments._common import (
     distribution,
     pathway_weights,
     pct,
+    pooled_change_se,
+    value_se,
     weights,
 )
 from experiments.early_late import (
@@ -190,6 +192,8 @@ def run(ctx) -> dict:
            "control_at_1h": float(f2[at(t_early)]),
            "control_at_24h": float(f2[at(end)])}
     base = snaps[t_base]
+    out["se"] = {key: pooled_change_se(base[:, i1], snaps[t][:, i1])
+                 for key, t in (("pct_at_1h", sec(t_early)), ("pct_at_24h", end))}
     out["neurons"], out["neuron_times_h"] = {}, []
     for s in snap_t:
         if s <= t0:
@@ -216,8 +220,10 @@ def checks(summary: dict, quick: bool) -> list:
         return [check(f"pct_at_1h ({e})", a, "> 0 (LTP)", a > 0),
                 check(f"pct_at_24h ({late})", b, "> 0 (held)", b > 0)]
     frac = b / a if a > 0 else float("nan")
-    return [check(f"pct_at_1h ({e})", a, ">= +30 (LTP)", a >= 30),
-            check(f"pct_at_24h ({late})", b, ">= +30 (late LTP held)", b >= 30),
+    return [check(f"pct_at_1h ({e})", value_se(summary, "pct_at_1h"), ">= +30 (LTP)",
+                  a >= 30),
+            check(f"pct_at_24h ({late})", value_se(summary, "pct_at_24h"),
+                  ">= +30 (late LTP held)", b >= 30),
             check("pct_at_24h / pct_at_1h", frac, ">= 0.50 (held)", frac >= 0.5,
                   "{:.2f}")]
 

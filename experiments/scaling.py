@@ -48,7 +48,7 @@ import numpy as np
 
 import ltpnet as lt
 from experiments._common import (MS_PER_H, MS_PER_MIN, check, distribution,
-                                  run_timeline, stack_params)
+                                  mean_se, run_timeline, stack_params, value_se)
 from ltpnet.state import init_rho, init_state
 
 DEFAULTS = {
@@ -253,6 +253,7 @@ def run(ctx) -> dict:
         "treatment_min_model": T / MS_PER_MIN,
         "wall_s_sim": base.wall_s + act.wall_s + ttx.wall_s + wash.wall_s,
     }
+    summary["se"] = {f"{c}_factor": mean_se(f[c]) for c in CONDITIONS}
     summary["trace"] = _trace(base, act, ttx, wash, B, T, K)
     summary["ranked"] = _ranked(w0, w_end, w_mixed0, w_mixed1)
     summary["factors"] = {c: f[c] for c in CONDITIONS}
@@ -332,10 +333,11 @@ def checks(s: dict, quick: bool) -> list:
         ]
     back = abs(ra - rb) <= 0.5 * abs(ron - rb)
     return [
-        check("ttx_factor", tf, "1.3-2.0 (Turrigiano 1998: +30 to +100 % [memory])",
-              1.3 <= tf <= 2.0, f3),
-        check("bicuculline_factor", bf, "0.65-0.80 (Turrigiano 1998: -20 to -35 % "
-              "[memory])", 0.65 <= bf <= 0.80, f3),
+        check("ttx_factor", value_se(s, "ttx_factor", f3),
+              "1.3-2.0 (Turrigiano 1998: +30 to +100 % [memory])", 1.3 <= tf <= 2.0),
+        check("bicuculline_factor", value_se(s, "bicuculline_factor", f3),
+              "0.65-0.80 (Turrigiano 1998: -20 to -35 % [memory])",
+              0.65 <= bf <= 0.80),
         check("ttx_ratio_cv", cv, "<= 0.1 (ranked amplitudes scale multiplicatively)",
               cv <= 0.1, f3),
         check("ttx_ratio_cv_mixed", s["ttx_ratio_cv_mixed"], "<= 0.1 (the same with "
@@ -345,8 +347,8 @@ def checks(s: dict, quick: bool) -> list:
               0.5 <= rb <= 5.0, f2),
         check("rate_after_hz", ra, f"back toward rate_before: |after - before| <= half "
               f"of |onset - before| (bicuculline onset {ron:.2f} Hz)", back, f2),
-        check("control_factor", s["control_factor"], "0.9-1.1 (untreated sister culture "
-              "unchanged)", 0.9 <= s["control_factor"] <= 1.1, f3),
+        check("control_factor", value_se(s, "control_factor", f3), "0.9-1.1 (untreated "
+              "sister culture unchanged)", 0.9 <= s["control_factor"] <= 1.1),
     ]
 
 

@@ -24,7 +24,14 @@ from __future__ import annotations
 import numpy as np
 
 import ltpnet as lt
-from experiments._common import MS_PER_MIN, check, distribution, run_timeline
+from experiments._common import (
+    MS_PER_MIN,
+    check,
+    distribution,
+    mean_se,
+    run_timeline,
+    value_se,
+)
 from ltpnet.connectivity import draw_indegree
 from ltpnet.state import init_rho, init_state
 
@@ -113,6 +120,7 @@ def run(ctx) -> dict:
     vol_small = late["volume"][small, 0]
     neigh = late["volume"][:, 1:]
     dev = np.abs(neigh - 1.0).max(axis=1)  # per cell: largest neighbour change
+    up = _up(spec, params, tr, t_late)
     summary = {
         # small uncaged spines, late read-out, mean over cells
         "volume_fold": float(vol_small.mean()),
@@ -132,7 +140,18 @@ def run(ctx) -> dict:
         "n_cells": int(spec.n_post), "n_small": int(small.sum()),
         "w_ref_small": float(w_ref[small, 0].mean()),
         "w_ref_large": float(w_ref[~small, 0].mean()),
+        # all or none: the uncaged synapses above the mid-weight of the switch at the
+        # late read-out, among small (grown) and large (kept) spines
+        "small_up_fraction": float(up[small].mean()),
+        "large_up_fraction": float(up[~small].mean()),
         "wall_s_sim": tr.wall_s,
+    }
+    summary["se"] = {  # standard errors of the means over cells
+        "volume_fold": mean_se(vol_small),
+        "conductance_fold": mean_se(late["conductance"][small, 0]),
+        "area_fold": mean_se(late["area"][small, 0]),
+        "volume_fold_early": mean_se(early["volume"][small, 0]),
+        "large_volume_fold": mean_se(late["volume"][~small, 0]),
     }
     # time course of the first cells (records), relative to t_ref
     i_ref = tr.index(t_ref)
@@ -149,7 +168,13 @@ def run(ctx) -> dict:
         "neigh_max": f_t[keep][:, :, 1:].max(axis=(1, 2)),
         "train_min": [(t0 - t_end) / MS_PER_MIN, 0.0],
     }
-    if ctx.neurons is not None:
+    if ctx.neurons is None:  # the uncaged spine of every cell
+        summary["cells"] = {"volume_fold": vol_small.round(4).tolist(),
+                            "volume_fold_early":
+                                early["volume"][small, 0].round(4).tolist(),
+                            "large_volume_fold":
+                                late["volume"][~small, 0].round(4).tolist()}
+    else:
         summary["neurons"] = {
             "volume_fold": distribution(vol_small),
             "volume_fold_early": distribution(early["volume"][small, 0]),
@@ -159,9 +184,18 @@ def run(ctx) -> dict:
         }
     ctx.log(f"small spine volume x{summary['volume_fold_early']:.2f} at "
             f"{summary['early_min']:g} min, x{summary['volume_fold']:.2f} at "
-            f"{summary['late_min']:g} min; neighbours within "
+            f"{summary['late_min']:g} min (UP: {summary['small_up_fraction']:.2f} of "
+            f"small, {summary['large_up_fraction']:.2f} of large spines); neighbours "
+            "within "
             f"{100 * summary['neighbour_max_dev']:.2f} %")
     return summary
+
+
+def _up(spec, params, tr, t: float) -> np.ndarray:
+    """`(n_post,)`: the uncaged synapse of each cell is above the switch's mid-weight
+    a (w_min + w_max) / 2 in the snapshot at `t`."""
+    pl, snap = params.plasticity, tr.snapshots[_grid(t)]
+    return snap["w"][:, 0] > snap["a"] * 0.5 * (float(pl.w_min) + float(pl.w_max))
 
 
 def _grid(t: float) -> float:
@@ -186,17 +220,18 @@ def checks(s: dict, quick: bool) -> list:
                   s["large_volume_fold"] < v, fmt),
         ]
     return [
-        check("volume_fold_early", s["volume_fold_early"],
+        check("volume_fold_early", value_se(s, "volume_fold_early", fmt),
               f"2-3 at {s['early_min']:g} min (Matsuzaki 2004: 2-3-fold within 1-5 min "
-              "[memory])", 2.0 <= s["volume_fold_early"] <= 3.0, fmt),
-        check("volume_fold", v, f"1.5-2 at {s['late_min']:g} min (Matsuzaki 2004: "
-              "~1.5-2x for >= 1-2 h in small spines [memory])", 1.5 <= v <= 2.0, fmt),
-        check("conductance_fold", c, "= volume_fold (AMPA conductance ~ spine volume, "
-              "Matsuzaki 2001)", same, fmt),
-        check("area_fold", a, "= volume_fold^(2/3)", pow23, fmt),
-        check("large_volume_fold", s["large_volume_fold"],
+              "[memory])", 2.0 <= s["volume_fold_early"] <= 3.0),
+        check("volume_fold", value_se(s, "volume_fold", fmt), f"1.5-2 at "
+              f"{s['late_min']:g} min (Matsuzaki 2004: ~1.5-2x for >= 1-2 h in small "
+              "spines [memory])", 1.5 <= v <= 2.0),
+        check("conductance_fold", value_se(s, "conductance_fold", fmt),
+              "= volume_fold (AMPA conductance ~ spine volume, Matsuzaki 2001)", same),
+        check("area_fold", value_se(s, "area_fold", fmt), "= volume_fold^(2/3)", pow23),
+        check("large_volume_fold", value_se(s, "large_volume_fold", fmt),
               f"0.9-1.1 at {s['late_min']:g} min (large spines: transient only)",
-              0.9 <= s["large_volume_fold"] <= 1.1, fmt),
+              0.9 <= s["large_volume_fold"] <= 1.1),
         check("neighbour_max_dev", nb, "<= 0.05: every neighbour within 5 % "
               "(neighbours unchanged; SCIENCE.md 2h)", nb <= 0.05, fmt),
     ]
@@ -237,15 +272,25 @@ def plot(s: dict, path) -> None:
     ax.legend(fontsize=7, loc="center right")
     names = ["volume\n(small)", "AMPA g\n(small)", "area\n(small)", "volume\n(large)",
              "neighbours\n(median)"]
-    vals = [s["volume_fold"], s["conductance_fold"], s["area_fold"],
-            s["large_volume_fold"], s["neighbour_fold_median"]]
-    bx.bar(names, vals, color=["tab:red", "tab:orange", "salmon", "tab:blue", "0.5"])
+    keys = ["volume_fold", "conductance_fold", "area_fold", "large_volume_fold"]
+    vals = [s[k] for k in keys] + [s["neighbour_fold_median"]]
+    se = s.get("se", {})
+    err = [se.get(k, np.nan) for k in keys] + [np.nan]
+    bx.bar(names, vals, color=["tab:red", "tab:orange", "salmon", "tab:blue", "0.5"],
+           yerr=err, capsize=3, alpha=0.8)
+    cells = s.get("cells", {})
+    jitter = np.random.default_rng(0)  # spread the dots sideways (display only)
+    for i, key in ((0, "volume_fold"), (3, "large_volume_fold")):
+        y = np.asarray(cells.get(key, []), float)
+        bx.plot(i + jitter.uniform(-0.25, 0.25, y.size), y, "o", ms=3, color="k",
+                alpha=0.6, label="single spines" if i == 0 and y.size else None)
     bx.axhspan(1.5, 2.0, color="tab:green", alpha=0.3, label="data, small spine")
     bx.axhline(1, color="k", lw=0.5)
     for i, v in enumerate(vals):
-        bx.text(i, v, f"{v:.2f}", ha="center", va="bottom", fontsize=8)
+        bx.text(i + 0.3, v, f"{v:.2f}", ha="left", va="bottom", fontsize=7)
     bx.set_ylabel("fold")
-    bx.set_title(f"{s['late_min']:g} min after uncaging")
+    bx.set_title(f"{s['late_min']:g} min after uncaging (mean ± SE over cells)",
+                 fontsize=9)
     bx.tick_params(axis="x", labelsize=7)
     bx.legend(fontsize=7)
     fig.tight_layout()

@@ -29,7 +29,9 @@ from experiments._common import (
     distribution,
     pathway_weights,
     pct,
+    pooled_change_se,
     run_timeline,
+    value_se,
 )
 from experiments.early_late import (
     _grid,
@@ -137,6 +139,8 @@ def run(ctx) -> dict:
     base = pathway_weights(spec, tr.conn, tr.snapshots[_grid(t_base)]["w"])[..., i2]
     last = pathway_weights(spec, tr.conn, tr.snapshots[_grid(end)]["w"])[..., i2]
     rel = pct(last / base)
+    out["se"] = {f"{name}_pct_8h": pooled_change_se(base[b], last[b])
+                 for b, name in enumerate(names)}
     out["neurons"] = {f"{name}_pct_8h": distribution(rel[b])
                       for b, name in enumerate(names)}
     z0 = np.asarray(lt.build(spec, ctx.params, ctx.seed)[1].syn.z)
@@ -166,11 +170,12 @@ def checks(summary: dict, quick: bool) -> list:
             check(key[b2], v[b2], f"< {b1} (tag gone)", v[b2] < v[b1]),
         ]
     key = {n: f"{n}_pct_8h" for n in names}
+    shown = {n: value_se(summary, key[n]) for n in names}
     return [
-        check(key[alone], v[alone], "<= +10 (no late LTP alone)", v[alone] <= 10),
-        check(key[after], v[after], ">= +20 (captured)", v[after] >= 20),
-        check(key[b1], v[b1], ">= +20 (captured)", v[b1] >= 20),
-        check(key[b2], v[b2], "<= +10 (not captured)", v[b2] <= 10),
+        check(key[alone], shown[alone], "<= +10 (no late LTP alone)", v[alone] <= 10),
+        check(key[after], shown[after], ">= +20 (captured)", v[after] >= 20),
+        check(key[b1], shown[b1], ">= +20 (captured)", v[b1] >= 20),
+        check(key[b2], shown[b2], "<= +10 (not captured)", v[b2] <= 10),
     ]
 
 

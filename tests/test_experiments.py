@@ -185,6 +185,20 @@ def test_pooled_change_se_of_members_and_of_too_few_cells():
         cm.pooled_change_loo([1.0, 1.0, 1.0], [1.2, 1.1])
 
 
+def test_mean_se_and_its_format():
+    # the standard error of a mean over cells: sd (n - 1) / sqrt(n), also the
+    # jackknife of the mean; NaN for one cell
+    x = np.array([4.17, 1.02, 4.12, 4.20, 1.01])
+    loo = (x.sum() - x) / (x.size - 1)
+    assert cm.mean_se(x) == pytest.approx(np.std(x, ddof=1) / np.sqrt(5), rel=1e-12)
+    assert cm.mean_se(x) == pytest.approx(cm.jackknife_se(loo), rel=1e-12)
+    assert np.isnan(cm.mean_se([2.0]))
+    # the error takes the value's format, unsigned
+    assert cm.with_se(3.3772, 0.78687, "{:.3f}") == "3.377 ± 0.787"
+    assert cm.value_se({"f": 0.795, "se": {"f": 0.0655}}, "f", "{:.3f}") == (
+        "0.795 ± 0.066")
+
+
 def test_sweep_checks_print_the_standard_error_and_judge_the_value():
     """The full checks of a sweep show `value ± SE` where the summary has the errors
     (and the plain value where it does not), and pass or fail on the value alone."""
