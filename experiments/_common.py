@@ -328,7 +328,7 @@ def run_timeline(spec: lt.ModelSpec, params: lt.Params, duration_ms: float,
                  coarse_record_ms: float = 60_000.0, coarse_dt: float = 1.0,
                  coarse_slow_ms: float = 10.0, lead_ms: float = 1000.0,
                  settle_ms: float = 3000.0, coarse: bool = True, log=None,
-                 conn: lt.Connectivity | None = None,
+                 log_every_s: float = 60.0, conn: lt.Connectivity | None = None,
                  state: lt.State | None = None) -> Trace:
     """Run `protocol` for `duration_ms`, quiet stretches on a coarse clock.
 
@@ -346,7 +346,8 @@ def run_timeline(spec: lt.ModelSpec, params: lt.Params, duration_ms: float,
         lead_ms, settle_ms: Fine steps from this long before each stimulus to this
             long after it.
         coarse: False runs every stretch at `spec.dt` (the reference).
-        log: Called with a progress line per stretch (or None).
+        log: Called with a progress line per stretch, and inside a long stretch at
+            most once per `log_every_s` seconds of wall time (or None).
         conn, state: Start from these (state batched with `batch`).
 
     Returns:
@@ -392,17 +393,29 @@ def run_timeline(spec: lt.ModelSpec, params: lt.Params, duration_ms: float,
                 lambda a: np.broadcast_to(a, (batch,) + np.shape(a)).copy(), state)
     if 0.0 in snap_at:
         snaps[0.0] = _snapshot(spec, params, state)
+    last_log = [t_wall]
 
-    def one(sp, t0, t1, every_ms, i):
+    def progress(t_ms, kind):
+        now = last_log[0] = time.perf_counter()
+        log(f"{t_ms / MS_PER_MIN:8.1f} min of {stretches[-1][1] / MS_PER_MIN:.1f} "
+            f"({kind}, {now - t_wall:.0f} s)")
+
+    def one(sp, t0, t1, every_ms, i, kind):
         nonlocal conn, state
         every = round(every_ms / sp.dt)
         obs = lt.Observe(every=every, **obs_kw)
         ps = [_shift_protocol(p, t0, t1) for p in protocols]
+
+        def on_chunk(step_end, *_):  # progress inside the stretch
+            if time.perf_counter() - last_log[0] >= log_every_s:
+                progress(t0 + step_end * sp.dt, kind)
+
         res = lt.simulate(sp, _shift_windows(params, t0), t1 - t0, seed=seed,
                           noise_seed=seed + 7919 * i,
                           protocol=ps if len(ps) > 1 else ps[0], observe=obs,
                           records_per_chunk=1, conn=conn, state=state, batch=batch,
-                          params_axes=params_axes)
+                          params_axes=params_axes,
+                          on_chunk=None if log is None else on_chunk)
         conn, state = res.conn, res.state
         ts.append(res.t + t0)
         recs.append(res.records)
@@ -411,18 +424,17 @@ def run_timeline(spec: lt.ModelSpec, params: lt.Params, duration_ms: float,
 
     for i, (t0, t1, kind) in enumerate(stretches):
         if kind == "fine":
-            one(spec, t0, t1, g, i)
+            one(spec, t0, t1, g, i, kind)
         else:
             bulk = math.floor(round((t1 - t0) / coarse_record_ms, 6)) * coarse_record_ms
             if bulk > 0:  # a coarse stretch cut short by a snapshot may hold none
-                one(cspec, t0, t0 + bulk, coarse_record_ms, i)
+                one(cspec, t0, t0 + bulk, coarse_record_ms, i, kind)
             if t1 > t0 + bulk:
-                one(cspec, t0 + bulk, t1, g, i + 100_003)
+                one(cspec, t0 + bulk, t1, g, i + 100_003, kind)
         if t1 in snap_at:
             snaps[t1] = _snapshot(spec, params, state)
         if log is not None:
-            log(f"{t1 / MS_PER_MIN:8.1f} min of {stretches[-1][1] / MS_PER_MIN:.1f} "
-                f"({kind}, {time.perf_counter() - t_wall:.0f} s)")
+            progress(t1, kind)
     ax = 0 if batch is None else 1
     records = {k: np.concatenate([r[k] for r in recs], axis=ax) for k in variables}
     return Trace(t=np.concatenate(ts), records=records, snapshots=snaps, rates=rates,

@@ -130,6 +130,28 @@ def test_timeline_coarse_quiet_stretches_match_fine_steps():
     assert abs(c1 - f1) < 0.1 * f1 and abs(c2 - f2) < 2.0
 
 
+def test_timeline_logs_progress_inside_long_stretches():
+    """With `log_every_s=0` every chunk of a stretch reports how far the time line
+    has got; logging leaves the run unchanged."""
+    spec = lt.ModelSpec(n_post=2, k=100, pathways=(("S1", 100), ("S2", 100), ("bg", 800)),
+                        dt=0.2, slow_every=5, rng="hash", calcium_step="exponential")
+    p = lt.Params()
+    prot = lt.Protocol().tetanus("S1", at=2_000.0, n=10)
+    kw = dict(seed=1, coarse_record_ms=20_000.0, coarse_dt=1.0)
+    lines = []
+    tr = cm.run_timeline(spec, p, 100_000.0, prot, log=lines.append, log_every_s=0.0,
+                         **kw)
+    quiet = cm.run_timeline(spec, p, 100_000.0, prot, **kw)
+    np.testing.assert_array_equal(tr.records["fepsp"], quiet.records["fepsp"])
+    t_min = [float(line.split(" min of ")[0]) for line in lines]
+    assert all(line.split(" min of ")[1].startswith("1.7 (") for line in lines), lines
+    assert t_min == sorted(t_min) and t_min[-1] == 1.7  # 100 s, to 0.1 min
+    ends = {round(b / 60_000.0, 1) for _, b, _ in tr.stretches}
+    inside = [t for t in t_min if round(t, 1) not in ends]
+    assert len(inside) >= 3, lines  # the coarse stretch reports every 20-s record
+    assert len(lines) > len(tr.stretches)
+
+
 def test_timeline_shifts_pharmacology_windows():
     p = lt.Params().with_values("pharmacology", apv_on=5000.0, apv_off=9000.0,
                                 ttx_on=1000.0, ttx_off=2000.0)
