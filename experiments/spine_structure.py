@@ -120,7 +120,7 @@ def run(ctx) -> dict:
     vol_small = late["volume"][small, 0]
     neigh = late["volume"][:, 1:]
     dev = np.abs(neigh - 1.0).max(axis=1)  # per cell: largest neighbour change
-    up = _up(spec, params, tr, t_late)
+    up = _up(params, tr, t_late)
     summary = {
         # small uncaged spines, late read-out, mean over cells
         "volume_fold": float(vol_small.mean()),
@@ -191,7 +191,7 @@ def run(ctx) -> dict:
     return summary
 
 
-def _up(spec, params, tr, t: float) -> np.ndarray:
+def _up(params, tr, t: float) -> np.ndarray:
     """`(n_post,)`: the uncaged synapse of each cell is above the switch's mid-weight
     a (w_min + w_max) / 2 in the snapshot at `t`."""
     pl, snap = params.plasticity, tr.snapshots[_grid(t)]

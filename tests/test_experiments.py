@@ -133,7 +133,8 @@ def test_timeline_coarse_quiet_stretches_match_fine_steps():
 def test_timeline_logs_progress_inside_long_stretches():
     """With `log_every_s=0` every chunk of a stretch reports how far the time line
     has got; logging leaves the run unchanged."""
-    spec = lt.ModelSpec(n_post=2, k=100, pathways=(("S1", 100), ("S2", 100), ("bg", 800)),
+    spec = lt.ModelSpec(n_post=2, k=100,
+                        pathways=(("S1", 100), ("S2", 100), ("bg", 800)),
                         dt=0.2, slow_every=5, rng="hash", calcium_step="exponential")
     p = lt.Params()
     prot = lt.Protocol().tetanus("S1", at=2_000.0, n=10)
