@@ -123,8 +123,7 @@ def _kind_error(key: str, v, default) -> str | None:
 def load(name: str, *, quick: bool = False, neurons: int | None = None,
          overrides=(), params_file=None):
     """Read and check the config of `name`: `(Config, exp)`; ExperimentError if bad."""
-    from ltpnet.config import (ConfigError, _Ctx, _resolve, apply_overrides,
-                               parse_time)
+    from ltpnet.config import ConfigError, _Ctx, _resolve, apply_overrides, parse_time
 
     names = available()
     if name not in names:

@@ -47,8 +47,16 @@ import jax
 import numpy as np
 
 import ltpnet as lt
-from experiments._common import (MS_PER_H, MS_PER_MIN, check, distribution,
-                                  mean_se, run_timeline, stack_params, value_se)
+from experiments._common import (
+    MS_PER_H,
+    MS_PER_MIN,
+    check,
+    distribution,
+    mean_se,
+    run_timeline,
+    stack_params,
+    value_se,
+)
 from ltpnet.state import init_rho, init_state
 
 DEFAULTS = {
@@ -362,7 +370,6 @@ def plot(s: dict, path) -> None:
     tr = s["trace"]
     fig, axs = plt.subplots(2, 2, figsize=(11, 8))
     ax, bx, cx, dx = axs.ravel()
-    tw = s["treatment_h_equivalent"]
     for c in ("control", "ttx", "bicuculline"):
         ax.plot(tr[c]["t_h"], tr[c]["a"], color=col[c], label=c)
     ax.axhspan(1.3, 2.0, color="tab:blue", alpha=0.1, label="data: TTX 1.3-2x")

@@ -270,7 +270,7 @@ def param_errors(p: Params) -> list[str]:
     if np.any((a(ph.apv) < 0) | (a(ph.apv) > 1)):
         err("pharmacology", f"apv is a blocked fraction in [0, 1], got apv={_val(ph.apv)}")
     for w in WINDOWS:
-        on, off = getattr(ph, w + "_on"), getattr(ph, w + "_off")
+        on = getattr(ph, w + "_on")  # [on, off) with off <= on is an empty window
         if np.any(a(on) < 0):
             err("pharmacology", f"{w}_on must be >= 0 ms, got {w}_on={_val(on)}")
     return errs

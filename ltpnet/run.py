@@ -26,7 +26,8 @@ import numpy as np
 from .connectivity import Connectivity
 from .params import Params
 from .protocols import Protocol
-from .record import Observe, observe as _observe
+from .record import Observe
+from .record import observe as _observe
 from .spec import ModelSpec
 from .state import State, build
 from .step import Drive, discretise, slow_step, step

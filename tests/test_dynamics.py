@@ -344,7 +344,7 @@ def test_efficacy_is_bounded_by_down_and_up():
     early and captured by an LTD tag (z = 0, e = -1) reads DOWN; in between, q = z + e.
     Without phases q = clip(rho, 0, 1)."""
     spec, params, conn, state = phases_network()
-    n_post, k = spec.n_post, spec.k
+    n_post = spec.n_post
     z = np.array([1.0, 0.0, 0.0, 1.0, 0.0, 1.0, 0.6, 0.2, 1.0, 0.0])
     rho = np.array([1.0, 0.0, 1.0, 0.0, 0.7, 0.3, 0.5, 0.5, 1.0, 0.0])
     rho_ref = np.array([0.0, 1.0, 0.0, 1.0, 0.5, 0.5, 0.7, 0.1, 1.0, 0.0])

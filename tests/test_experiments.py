@@ -12,9 +12,8 @@ import numpy as np
 import pytest
 
 import experiments as ex
-from experiments import _common as cm
-
 import ltpnet as lt
+from experiments import _common as cm
 
 # --------------------------------------------------------------------------- engine
 

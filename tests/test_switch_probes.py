@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
+
+import ltpnet as lt
 from experiments import load
 from experiments.switch_probes import (
     calcium_times,
@@ -10,8 +12,6 @@ from experiments.switch_probes import (
     quartiles,
     train_times,
 )
-
-import ltpnet as lt
 
 
 def test_calcium_times_of_a_weak_and_a_strong_tetanus():
