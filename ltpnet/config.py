@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .params import GROUPS, Params, param_errors
+from .params import GROUPS, WINDOWS, Params, param_errors
 from .protocols import Protocol
 from .record import Observe
 from .spec import ModelSpec
@@ -336,9 +336,9 @@ def _resolve_spec(ctx: _Ctx, t: dict) -> ModelSpec:
 
 
 def _resolve_params(ctx: _Ctx, raw: dict, spec: ModelSpec) -> Params:
-    groups = {}
+    groups, given = {}, {}
     for g, cls in GROUPS.items():
-        t = _table(ctx, raw, g)
+        t = given[g] = _table(ctx, raw, g)
         keys = _param_keys(g)
         _check_keys(ctx, g, t, keys)
         kw = {}
@@ -351,6 +351,15 @@ def _resolve_params(ctx: _Ctx, raw: dict, spec: ModelSpec) -> Params:
     if errs:
         where = re.match(r"\[(\w+)\] (\w+)", errs[0])
         ctx.fail(f"{where.group(1)}.{where.group(2)}" if where else "", errs[0])
+    ph = params.pharmacology
+    for w in WINDOWS:  # a window set in the file must open before it closes
+        if {f"{w}_on", f"{w}_off"} & set(given["pharmacology"]):
+            on, off = float(getattr(ph, f"{w}_on")), float(getattr(ph, f"{w}_off"))
+            if off <= on and (on, off) != (0.0, 0.0):  # [0, 0): no window
+                ctx.fail(f"pharmacology.{w}_off",
+                         f"[pharmacology] {w}_off must be later than {w}_on (the "
+                         f"drug acts from {w}_on to {w}_off, in ms), got "
+                         f"{w}_on={on:g}, {w}_off={off:g}")
     return params
 
 

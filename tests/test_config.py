@@ -168,6 +168,21 @@ def test_bool_where_time_expected():
         loads_config("[neuron]\ntau_m = false\n")
 
 
+@pytest.mark.parametrize("table", ['ttx_on = "5 s"',
+                                   'apv_on = "5 s"\napv_off = "1 s"',
+                                   'clamp_on = 1000\nclamp_off = 1000'])
+def test_drug_window_that_never_opens(table):
+    # only the start given (the end defaults to 0), an end before it, or equal ends
+    with pytest.raises(ConfigError, match=r"\[pharmacology\] (ttx|apv|clamp)_off must "
+                                          r"be later than \1_on \(the drug acts from "
+                                          r"\1_on to \1_off, in ms\), got \1_on="):
+        loads_config(f"[pharmacology]\n{table}\n")
+    # an open window, no window at all, and the explicit [0, 0) of a dumped config load
+    assert loads_config('[pharmacology]\nttx_on = "5 s"\nttx_off = "6 s"\n')
+    assert loads_config("[pharmacology]\napv = 0.5\n").params.pharmacology.apv_off == 0
+    assert loads_config("[pharmacology]\nttx_on = 0\nttx_off = 0\n")
+
+
 @pytest.mark.parametrize("value", ["-5", "0", '"-2 s"'])
 def test_non_positive_time_constant(value):
     with pytest.raises(ConfigError, match=r"\[neuron\] tau_m is a time constant and "
