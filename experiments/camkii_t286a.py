@@ -28,9 +28,8 @@ from experiments.hfs_ltp import (
     change_pct,
     check_common,
     course,
+    neuron_change,
     neuron_panel,
-    neuron_pct,
-    neuron_se,
     probe,
     timeline,
 )
@@ -80,10 +79,10 @@ def run(ctx) -> dict:
         out["course"]["t_min"] = t_min
         out["course"][g] = c1
         for lab, t in (("5min", t_early), ("60min", t_end)):
-            per = neuron_pct(tr, spec, "S1", t_base, t)
+            per, se = neuron_change(tr, spec, "S1", t_base, t)
             out["neurons"][f"{g}_pct_{lab}"] = cm.distribution(per)
             out["per_neuron"][f"{g}_pct_{lab}"] = per
-            out["se"][f"{g}_pct_{lab}"] = float(neuron_se(tr, spec, "S1", t_base, t))
+            out["se"][f"{g}_pct_{lab}"] = float(se)
         out[f"{g}_wall_s"] = round(tr.wall_s, 1)
     return out
 

@@ -119,12 +119,15 @@ def neuron_pct(tr: cm.Trace, spec, pathway: str, t_before: float, t_after: float
         return cm.pct(after / before)
 
 
-def neuron_se(tr: cm.Trace, spec, pathway: str, t_before: float, t_after: float):
-    """Standard error over neurons `(...)` (one per batch member) of the pooled change
-    of `pathway`'s summed weight from the snapshot at `t_before` to the one at
-    `t_after`, by the jackknife (each neuron left out once)."""
-    return cm.jackknife_se(cm.pooled_change_loo(*_sums(tr, spec, pathway, t_before,
-                                                       t_after)))
+def neuron_change(tr: cm.Trace, spec, pathway: str, t_before: float, t_after: float):
+    """`(per_neuron, se)`: `neuron_pct`, and the standard error over neurons `(...)`
+    (one per batch member) of the pooled change of `pathway`'s summed weight from the
+    snapshot at `t_before` to the one at `t_after`, by the jackknife (each neuron left
+    out once); both from one read of the two snapshots."""
+    before, after = _sums(tr, spec, pathway, t_before, t_after)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per = cm.pct(after / before)
+    return per, cm.jackknife_se(cm.pooled_change_loo(before, after))
 
 
 def _snap(snap: dict, t: float):
@@ -215,9 +218,8 @@ def run(ctx) -> dict:
     base = (0.0, t_tet - 100.0)
     s1 = {k: change_pct(tr, spec, "S1", base, t) for k, t in times.items()}
     s2 = {k: change_pct(tr, spec, "S2", base, t) for k, t in times.items()}
-    per = {"S1": neuron_pct(tr, spec, "S1", t_base, t_end),
-           "S2": neuron_pct(tr, spec, "S2", t_base, t_end)}
-    se = neuron_se(tr, spec, "S1", t_base, t_end)  # (2,): control, APV
+    per_s1, se = neuron_change(tr, spec, "S1", t_base, t_end)  # se (2,): control, APV
+    per = {"S1": per_s1, "S2": neuron_pct(tr, spec, "S2", t_base, t_end)}
     t_min, c1 = course(tr, spec, "S1", base, t_tet)
     _, c2 = course(tr, spec, "S2", base, t_tet)
     return {

@@ -27,9 +27,9 @@ from experiments.hfs_ltp import (
     change_pct,
     check_common,
     course,
+    neuron_change,
     neuron_panel,
     neuron_pct,
-    neuron_se,
     probe,
     timeline,
 )
@@ -67,7 +67,9 @@ def run(ctx) -> dict:
             f"{t_end / MIN:g} min of biological time")
     tr = timeline(ctx, spec, ctx.params, t_end, prot, snaps)
     base = (0.0, t_tet - 100.0)
-    per = {p: neuron_pct(tr, spec, p, t_base, t_end) for p in ("S1", "S2", "bg")}
+    change = {p: neuron_change(tr, spec, p, t_base, t_end) for p in ("S1", "S2")}
+    per = {p: c[0] for p, c in change.items()}
+    per["bg"] = neuron_pct(tr, spec, "bg", t_base, t_end)
     per_post = {p: neuron_pct(tr, spec, p, t_base, t_post) for p in ("S1", "S2")}
     t_min, c1 = course(tr, spec, "S1", base, t_tet)
     _, c2 = course(tr, spec, "S2", base, t_tet)
@@ -84,8 +86,8 @@ def run(ctx) -> dict:
         "s1_just_after_pct": float(change_pct(tr, spec, "S1", base, t_post)),
         "s2_just_after_pct": float(change_pct(tr, spec, "S2", base, t_post)),
         "measured_at_min": e["after_ms"] / MIN,
-        "se": {"s1_change_pct": float(neuron_se(tr, spec, "S1", t_base, t_end)),
-               "s2_change_pct": float(neuron_se(tr, spec, "S2", t_base, t_end))},
+        "se": {"s1_change_pct": float(change["S1"][1]),
+               "s2_change_pct": float(change["S2"][1])},
         "n_post": spec.n_post, "n_syn": spec.n_syn,
         "course": {"t_min": t_min, "S1": c1, "S2": c2, "bg": cb},
         "neurons": {

@@ -29,9 +29,8 @@ from experiments.hfs_ltp import (
     check_common,
     course,
     need,
+    neuron_change,
     neuron_panel,
-    neuron_pct,
-    neuron_se,
     probe,
     timeline,
 )
@@ -97,10 +96,8 @@ def run(ctx) -> dict:
     pre_lfs = change_pct(tr, spec, "S1", base_tet, t_lfs - 1000.0)
     s2 = change_pct(tr, spec, "S2", base_tet, t_end)
     # per neuron: naive and APV from just before the LFS, potentiated from pre-tetanus
-    per_lfs = neuron_pct(tr, spec, "S1", snaps["pre_lfs"], t_end)
-    per_tet = neuron_pct(tr, spec, "S1", snaps["pre_tet"], t_end)
-    se_lfs = neuron_se(tr, spec, "S1", snaps["pre_lfs"], t_end)
-    se_tet = neuron_se(tr, spec, "S1", snaps["pre_tet"], t_end)
+    per_lfs, se_lfs = neuron_change(tr, spec, "S1", snaps["pre_lfs"], t_end)
+    per_tet, se_tet = neuron_change(tr, spec, "S1", snaps["pre_tet"], t_end)
     ltp_only = float(pot[3])
     depot = float(pot[1])
     t_min, c_tet = course(tr, spec, "S1", base_tet, t_lfs)
