@@ -1,7 +1,7 @@
 """What a protocol does to the switch's noise and to the protein trigger.
 
-Two probes behind docs/model.md, section 6, on pathway S1 of the canonical networks
-with the hippocampal defaults:
+Probes behind docs/model.md, sections 6 and 7, on pathway S1 of the canonical networks
+with their parameters (the hippocampal defaults; the culture switch of the stdp network):
 
 - Calcium (the maintenance network, configs/experiments/maintenance.toml): five test
   pulses 1 s apart, a weak tetanus (WTET, 21 pulses at 100 Hz) and one 1-s train at
@@ -12,6 +12,14 @@ with the hippocampal defaults:
   and 50 Hz. Printed: the time per pulse that the median S1 synapse spends above
   theta_d and above theta_p. Dudek & Bear's curve needs LTD to weaken from 3 to
   10 Hz; this shows what the model's calcium does there.
+- Pairings (the stdp network, configs/experiments/stdp.toml, with its culture switch
+  and its own number of cells whatever `--neurons` says): 3 pairings at 1 Hz at Bi & Poo's mean Δt per bin. Printed: the time per pair that
+  the median S1 synapse spends above theta_d and above theta_p, beside what the fit's
+  read-out assumes (`t_d_ms`, `t_p_ms` in the fit.json of
+  `ltpnet fit configs/fit/hippocampal_cultures.toml`, divided by 60 pairs). Then 60
+  pairings at +5.9 ms: the share of S1 synapses that start DOWN and end above rho*,
+  and of those that start UP and end below it, the switch outcome the fit's
+  Graupner-Brunel read-out predicts from those times.
 - Protein trigger (the early_late network): a WTET or one 1-s train, then a minute
   of quiet. Printed: each neuron's mean |rho - rho_ref| (quartiles over neurons) and
   how many neurons exceed `consolidation.theta_pro`, the trigger of synthesis. A WTET
@@ -30,6 +38,7 @@ import numpy as np
 
 import ltpnet as lt
 from experiments import load
+from ltpnet.state import build
 
 
 def quartiles(x) -> str:
@@ -59,6 +68,52 @@ def train_times(spec, params, seed: int, freq_hz: float, n_pulses: int = 20):
     t_end = start + (n_pulses - 1) * 1000.0 / freq_hz + 300.0
     t_d, t_p, _ = calcium_times(spec, params, seed, prot, t_end)
     return t_d / n_pulses, t_p / n_pulses
+
+
+def pairing_times(spec, params, seed: int, delta_t: float, n_pairs: int = 3):
+    """`(t_d, t_p)` per pair [ms] of each S1 synapse over `n_pairs` pairings at 1 Hz
+    of an S1 pulse with a post spike `delta_t` ms later (to 400 ms after the last)."""
+    start = 200.0
+    prot = lt.Protocol().pairing("S1", start, 1.0, n_pairs, delta_t)
+    t_d, t_p, _ = calcium_times(spec, params, seed, prot,
+                                start + (n_pairs - 1) * 1000.0 + 400.0)
+    return t_d / n_pairs, t_p / n_pairs
+
+
+def pairing_outcome(spec, params, seed: int, delta_t: float, n_pairs: int = 60):
+    """`(U, D, n_down, n_up)` of S1 right after `n_pairs` pairings at 1 Hz: the share
+    of synapses that start DOWN (rho < rho*) and end above rho*, and of those that
+    start UP and end below it, with how many start in each state."""
+    conn, state = build(spec, params, seed)
+    lab = np.asarray(conn.pre_pathway)[np.asarray(conn.pre_idx)]
+    s1 = lab == spec.pathway_index("S1")
+    star = float(params.plasticity.rho_star)
+    r0 = np.asarray(state.syn.rho)
+    down, up = s1 & (r0 < star), s1 & (r0 > star)
+    start = 200.0
+    prot = lt.Protocol().pairing("S1", start, 1.0, n_pairs, delta_t)
+    res = lt.simulate(spec, params, start + (n_pairs - 1) * 1000.0 + 400.0, seed=seed,
+                      protocol=prot)
+    r = np.asarray(res.state.syn.rho)
+    return (float(np.mean(r[down] > star)), float(np.mean(r[up] < star)),
+            int(down.sum()), int(up.sum()))
+
+
+def gb_readout(params, t_d, t_p, beta: float, U=None, D=None):
+    """`(U, D, ratio)`: Graupner & Brunel's read-out (the one `ltpnet fit` uses) of a
+    protocol that keeps a synapse above theta_d for `t_d` ms and above theta_p for
+    `t_p` ms in all, for a population with a share `beta` DOWN and w_max/w_min as in
+    `params`. Given `U` and `D` (measured), only the ratio is computed from them."""
+    from ltpnet.fit.model import population_ratio, transition_probabilities
+
+    pl = params.plasticity
+    v = {f"plasticity.{k}": float(getattr(pl, k))
+         for k in ("gamma_p", "gamma_d", "sigma", "sigma_p", "tau_rho", "rho_star")}
+    v["extra.beta"] = beta
+    v["extra.b"] = float(pl.w_max) / float(pl.w_min)
+    if U is None:
+        U, D = transition_probabilities(v, t_d, t_p)
+    return float(U), float(D), float(population_ratio(v, U, D))
 
 
 def mean_abs_early_change(spec, params, seed: int, n_pulses: int,
@@ -97,6 +152,23 @@ def main(argv=None) -> int:
     for f in (1.0, 3.0, 5.0, 10.0, 20.0, 50.0):
         t_d, t_p = train_times(cfg.spec, cfg.params, args.seed, f)
         print(f"  {f:4g} Hz  {np.median(t_d):6.1f} / {np.median(t_p):6.1f}")
+    cfg, _ = load("stdp")  # its own 40 cells: the outcome below is the experiment's
+    print(f"pairings at 1 Hz, stdp network ({cfg.spec.n_post} neurons; 3 pairs; ms per "
+          "pair above theta_d / theta_p, median over S1 synapses):")
+    for d in (-70.6, -23.8, -15.9, -4.2, 5.9, 16.4, 29.2, 79.4):
+        t_d, t_p = pairing_times(cfg.spec, cfg.params, args.seed, d)
+        print(f"  {d:+6.1f} ms  {np.median(t_d):6.1f} / {np.median(t_p):6.1f}")
+    t_d, t_p = pairing_times(cfg.spec, cfg.params, args.seed, 5.9)
+    u, dn, n_down, n_up = pairing_outcome(cfg.spec, cfg.params, args.seed, 5.9)
+    beta = n_down / (n_down + n_up)
+    print(f"  60 pairs at +5.9 ms: {u:.3f} of {n_down} DOWN synapses end above rho*, "
+          f"{dn:.3f} of {n_up} UP ones below")
+    gb = gb_readout(cfg.params, 60 * np.median(t_d), 60 * np.median(t_p), 0.7)
+    print(f"  Graupner-Brunel read-out of the median times: U {gb[0]:.3f}, D {gb[1]:.3f}; "
+          f"ratio {gb[2]:.3f} with 0.7 DOWN, "
+          f"{gb_readout(cfg.params, 60 * np.median(t_d), 60 * np.median(t_p), beta)[2]:.3f}"
+          f" with this network's {beta:.3f}; the switches' own U and D read "
+          f"{gb_readout(cfg.params, 0, 0, beta, U=u, D=dn)[2]:.3f}")
     cfg, _ = load("early_late", overrides=n)
     theta = float(cfg.params.consolidation.theta_pro)
     print(f"protein trigger, early_late network (mean |e| per neuron a minute after, "

@@ -566,3 +566,22 @@ def test_read_out_matches_a_monte_carlo_of_the_two_noise_switch(x64, above_p):
     assert 1.0 - got[1] == pytest.approx(D, abs=0.02)
     # the noise decides the fate of some switches: the comparison has teeth
     assert 0.05 < U < 0.95 or 0.05 < D < 0.95
+
+
+def test_stdp_experiment_carries_the_culture_fit():
+    """configs/experiments/stdp.toml's [plasticity] table is the result of
+    configs/fit/hippocampal_cultures.toml, to the four significant figures it
+    writes. Its best restart is restart 0, which starts at the config's initial
+    values, so one restart reproduces it."""
+    import tomllib
+
+    from ltpnet.fit import load_config, run_config
+
+    cfg = load_config(CONFIGS / "fit" / "hippocampal_cultures.toml", ["fit.restarts=1"])
+    got = run_config(cfg, progress=None).values
+    with open(CONFIGS / "experiments" / "stdp.toml", "rb") as f:
+        table = tomllib.load(f)["plasticity"]
+    assert sorted(f"plasticity.{k}" for k in table) == sorted(cfg.free)
+    for k, v in table.items():
+        np.testing.assert_allclose(v, float(got[f"plasticity.{k}"]), rtol=1e-3,
+                                   err_msg=k)

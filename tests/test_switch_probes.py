@@ -1,4 +1,4 @@
-"""`experiments.switch_probes`: the probes that docs/model.md, section 6 quotes."""
+"""`experiments.switch_probes`: the probes that docs/model.md, sections 6 and 7 quote."""
 
 from __future__ import annotations
 
@@ -6,9 +6,13 @@ import numpy as np
 
 import ltpnet as lt
 from experiments import load
+from ltpnet.state import build
 from experiments.switch_probes import (
     calcium_times,
+    gb_readout,
     mean_abs_early_change,
+    pairing_outcome,
+    pairing_times,
     quartiles,
     train_times,
 )
@@ -63,3 +67,53 @@ def test_mean_abs_early_change_grows_with_the_train():
 
 def test_quartiles_prints_min_quartiles_max():
     assert quartiles(np.arange(5.0)) == "0 1 2 3 4"
+
+
+def test_pairing_times_open_the_coincidence_detector():
+    """Per S1 synapse of the stdp network: t_p <= t_d; post-before-pre (-15.9 ms)
+    leaves the median synapse below theta_p (a spontaneous input that pairs with the
+    bAP may cross it), pre-before-post (+5.9 ms) takes every synapse above it, and
+    stays above theta_d longer than a pairing 70 ms post-before-pre."""
+    cfg, _ = load("stdp", overrides=["spec.n_post=2"])
+    far, ltd, ltp = (pairing_times(cfg.spec, cfg.params, 1, d, n_pairs=2)
+                     for d in (-70.6, -15.9, 5.9))
+    for t_d, t_p in (far, ltd, ltp):
+        assert t_d.size > 0 and np.all(t_p <= t_d)
+    assert np.median(ltd[1]) == 0.0 and np.all(ltp[1] > 0.0)
+    assert np.all(ltp[0] > far[0])
+
+
+def test_pairing_outcome_counts_each_start_state():
+    """Shares lie in [0, 1], the two start states cover S1, and 5 pairings 70 ms
+    post-before-pre (no calcium above theta_p, little above theta_d) move no switch
+    across rho* in either direction."""
+    cfg, _ = load("stdp", overrides=["spec.n_post=4"])
+    u, d, n_down, n_up = pairing_outcome(cfg.spec, cfg.params, 1, -70.6, n_pairs=5)
+    conn, _ = build(cfg.spec, cfg.params, 1)
+    lab = np.asarray(conn.pre_pathway)[np.asarray(conn.pre_idx)]
+    assert n_down + n_up == int((lab == cfg.spec.pathway_index("S1")).sum())
+    assert n_down > 0 and n_up > 0
+    assert u == 0.0 and d == 0.0
+
+
+def test_gb_readout_against_the_formula():
+    """Graupner & Brunel's read-out against an independent float64 evaluation of
+    their formulas (SCIENCE.md 1a) with two noises; no transitions read 1."""
+    from math import erf, exp, sqrt
+
+    cfg, _ = load("stdp", overrides=["spec.n_post=2"])
+    pl = cfg.params.plasticity
+    gp, gd, s, sp = (float(pl.gamma_p), float(pl.gamma_d), float(pl.sigma),
+                     float(pl.sigma_p))
+    tau, star, b = float(pl.tau_rho), float(pl.rho_star), float(pl.w_max / pl.w_min)
+    t_d, t_p, beta = 4000.0, 1300.0, 0.65
+    rate = gp * t_p + gd * t_d
+    rho_bar, g = gp * t_p / rate, rate / tau
+    spread = sqrt((sp * sp * t_p + s * s * t_d) / rate * (1 - exp(-2 * g)))
+    u = 0.5 * (1 + erf((rho_bar * (1 - exp(-g)) - star) / spread))
+    d = 0.5 * (1 - erf((rho_bar + (1 - rho_bar) * exp(-g) - star) / spread))
+    ratio = ((beta * (1 - u) + (1 - beta) * d) + (beta * u + (1 - beta) * (1 - d)) * b
+             ) / (beta + (1 - beta) * b)
+    got = gb_readout(cfg.params, t_d, t_p, beta)
+    np.testing.assert_allclose(got, (u, d, ratio), rtol=1e-5)
+    assert gb_readout(cfg.params, 0.0, 0.0, beta, U=0.0, D=0.0)[2] == 1.0
