@@ -1,7 +1,8 @@
 """What a protocol does to the switch's noise and to the protein trigger.
 
-Probes behind docs/model.md, sections 6 and 7, on pathway S1 of the canonical networks
-with their parameters (the hippocampal defaults; the culture switch of the stdp network):
+Probes behind docs/model.md, sections 6 and 7, on pathway S1 of the canonical
+networks with their parameters (the hippocampal defaults; the culture switch of the
+stdp network):
 
 - Calcium (the maintenance network, configs/experiments/maintenance.toml): five test
   pulses 1 s apart, a weak tetanus (WTET, 21 pulses at 100 Hz) and one 1-s train at
@@ -13,13 +14,13 @@ with their parameters (the hippocampal defaults; the culture switch of the stdp 
   theta_d and above theta_p. Dudek & Bear's curve needs LTD to weaken from 3 to
   10 Hz; this shows what the model's calcium does there.
 - Pairings (the stdp network, configs/experiments/stdp.toml, with its culture switch
-  and its own number of cells whatever `--neurons` says): 3 pairings at 1 Hz at Bi & Poo's mean Δt per bin. Printed: the time per pair that
-  the median S1 synapse spends above theta_d and above theta_p, beside what the fit's
-  read-out assumes (`t_d_ms`, `t_p_ms` in the fit.json of
-  `ltpnet fit configs/fit/hippocampal_cultures.toml`, divided by 60 pairs). Then 60
-  pairings at +5.9 ms: the share of S1 synapses that start DOWN and end above rho*,
-  and of those that start UP and end below it, the switch outcome the fit's
-  Graupner-Brunel read-out predicts from those times.
+  and its own number of cells whatever `--neurons` says): 3 pairings at 1 Hz at Bi &
+  Poo's mean Δt per bin. Printed: the time per pair that the median S1 synapse spends
+  above theta_d and above theta_p, beside what the fit's read-out assumes (`t_d_ms`,
+  `t_p_ms` in the fit.json of `ltpnet fit configs/fit/hippocampal_cultures.toml`,
+  divided by 60 pairs). Then 60 pairings at +5.9 ms: the share of S1 synapses that
+  start DOWN and end above rho*, and of those that start UP and end below it, the
+  switch outcome the fit's Graupner-Brunel read-out predicts from those times.
 - Protein trigger (the early_late network): a WTET or one 1-s train, then a minute
   of quiet. Printed: each neuron's mean |rho - rho_ref| (quartiles over neurons) and
   how many neurons exceed `consolidation.theta_pro`, the trigger of synthesis. A WTET
@@ -163,11 +164,12 @@ def main(argv=None) -> int:
     beta = n_down / (n_down + n_up)
     print(f"  60 pairs at +5.9 ms: {u:.3f} of {n_down} DOWN synapses end above rho*, "
           f"{dn:.3f} of {n_up} UP ones below")
-    gb = gb_readout(cfg.params, 60 * np.median(t_d), 60 * np.median(t_p), 0.7)
-    print(f"  Graupner-Brunel read-out of the median times: U {gb[0]:.3f}, D {gb[1]:.3f}; "
-          f"ratio {gb[2]:.3f} with 0.7 DOWN, "
-          f"{gb_readout(cfg.params, 60 * np.median(t_d), 60 * np.median(t_p), beta)[2]:.3f}"
-          f" with this network's {beta:.3f}; the switches' own U and D read "
+    times = (60 * np.median(t_d), 60 * np.median(t_p))
+    gb = gb_readout(cfg.params, *times, 0.7)
+    print(f"  Graupner-Brunel read-out of the median times: U {gb[0]:.3f}, "
+          f"D {gb[1]:.3f}; ratio {gb[2]:.3f} with 0.7 DOWN, "
+          f"{gb_readout(cfg.params, *times, beta)[2]:.3f} with this network's "
+          f"{beta:.3f}; the switches' own U and D read "
           f"{gb_readout(cfg.params, 0, 0, beta, U=u, D=dn)[2]:.3f}")
     cfg, _ = load("early_late", overrides=n)
     theta = float(cfg.params.consolidation.theta_pro)

@@ -1,4 +1,4 @@
-"""`experiments.switch_probes`: the probes that docs/model.md, sections 6 and 7 quote."""
+"""`experiments.switch_probes`: the probes quoted in docs/model.md, sections 6 and 7."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import numpy as np
 
 import ltpnet as lt
 from experiments import load
-from ltpnet.state import build
 from experiments.switch_probes import (
     calcium_times,
     gb_readout,
@@ -16,6 +15,7 @@ from experiments.switch_probes import (
     quartiles,
     train_times,
 )
+from ltpnet.state import build
 
 
 def test_calcium_times_of_a_weak_and_a_strong_tetanus():
