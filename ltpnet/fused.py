@@ -18,8 +18,10 @@ block of `T = spec.syn_block` steps:
    per input a spike bit.
 4. One fused pass advances every synapse through the T steps: it gathers the NMDA
    trace of its input at the block start and the block's spike bits once, replays
-   s <- s e^{-dt/tau_N} + x, c <- c e^{-dt/tau_Ca} + beta s + gamma and the switch,
-   and writes calcium and efficacy once. They are carried packed in one array
+   s <- s e^{-dt/tau_N} + x, c <- c e^{-dt/tau_Ca} + beta s + gamma and the switch
+   (with `switch_noise`, its variates hashed from (seed, step, synapse) as in the
+   per-step engine, so no noise is stored or read), and writes calcium and efficacy
+   once. They are carried packed in one array
    (`PackedSyn`: complex c + i rho, or bfloat16 pairs in a uint32), so that XLA
    emits a single loop that reads and writes each synapse once (XLA on CPU gives a
    loop one output).
@@ -28,10 +30,12 @@ With T = 1 and `rho_drift = "step"` this is the step order of docs/model.md exac
 (tests compare it with the float64 reference). With T > 1 the weights a block's AMPA
 input reads lag by at most T - 1 steps (rho moves by at most
 dt/tau_rho * (gamma_p + gamma_d) per step, 3.5e-4 with the bench-v1 values);
-`rho_drift = "block"` applies the cubic drift of the switch once per block. Within a
-block rho is clipped to [0, 1] at the block end only: with kr = dt/tau_rho and
-kr (gamma_d + gamma_p + 1) <= 1 no step can leave [0, 1], so this equals clipping
-every step. docs/benchmarks.md gives the measurements behind these choices.
+`rho_drift = "block"` applies the cubic drift of the switch once per block. A noisy
+rho is not clipped (as in the per-step engine); the weights read it clipped. Without
+noise, within a block rho is clipped to [0, 1] at the block end only: with
+kr = dt/tau_rho and kr (gamma_d + gamma_p + 1) <= 1 no step can leave [0, 1], so this
+equals clipping every step. docs/benchmarks.md gives the measurements behind these
+choices.
 """
 
 from __future__ import annotations
@@ -50,7 +54,16 @@ from .record import Observe
 from .record import observe as _observe
 from .spec import ModelSpec
 from .state import State, SynState
-from .step import Coeffs, Drive, _on, discretise, input_spikes, membrane
+from .step import (
+    Coeffs,
+    Drive,
+    _on,
+    discretise,
+    input_spikes,
+    irwin_hall,
+    membrane,
+    noise_seed,
+)
 
 
 @pytree_dataclass
@@ -195,7 +208,8 @@ def unpack_all(tree):
 
 
 def synapse_block(
-    cr, s, bits, beta, gamma, pre_idx, co: Coeffs, drift_block: bool, noise=None
+    cr, s, bits, beta, gamma, pre_idx, co: Coeffs, drift_block: bool, noise=None,
+    switch=None,
 ):
     """Advance every synapse `(n_post, k)` of packed `cr` through one block.
 
@@ -212,9 +226,15 @@ def synapse_block(
         drift_block: Apply the cubic drift once per block (else every step).
         noise: `(n_post, k)` uint32 random words for the stochastic rounding of
             bfloat16 storage (`cr` uint32), else None.
+        switch: `(seed, step0, ids)` for the switch noise (`spec.switch_noise`), else
+            None: step `step0 + t` of the block adds the variates of
+            `ltpnet.step.switch_variates` (`rng = "hash"`), drawn for the synapse
+            ids `ids` `(n_post, k)` (`i * k + kk`), so that both engines draw the
+            same noise.
 
     Returns:
-        The packed state after the block (rho clipped to [0, 1] at the end).
+        The packed state after the block (rho clipped to [0, 1] at the end unless
+        the switch is noisy, as in `plasticity.update_rho`).
     """
     pl = co.p.plasticity
     T = beta.shape[0]
@@ -226,6 +246,9 @@ def synapse_block(
     # rho <- rho * m + A with m, A set by calcium alone: the chain from one step's rho
     # to the next is a single multiply-add (XLA then overlaps many synapses)
     m_d, m_p = 1 - a_d, 1 - a_d - a_p
+    if switch is not None:  # the gate sqrt(sigma^2 H_d + sigma_p^2 H_p) of each band
+        sd_d = jnp.sqrt(pl.sigma**2)
+        sd_p = jnp.sqrt(pl.sigma**2 + pl.sigma_p**2)
     s_syn = synapse.take(s, pre_idx)
     if bits is not None:  # gather a float view of the bits: XLA then fuses the gather
         b = jax.lax.bitcast_convert_type(
@@ -241,10 +264,16 @@ def synapse_block(
         new = r * m + jnp.where(ltp, a_p, 0.0)
         if not drift_block:
             new = new - kr * (r * (1 - r) * (pl.rho_star - r))
+        if switch is not None:
+            seed, step0, ids = switch
+            xi = irwin_hall(synapse.hash_bits(seed, step0 + t, 0, ids), dt)
+            sd = jnp.where(ltp, sd_p, jnp.where(c > pl.theta_d, sd_d, 0.0))
+            new = new + (co.kn * xi) * sd
         r = new
     if drift_block:
         r = r - (T * kr) * (r * (1 - r) * (pl.rho_star - r))
-    r = jnp.clip(r, 0.0, 1.0)
+    if switch is None:
+        r = jnp.clip(r, 0.0, 1.0)
     if jnp.iscomplexobj(cr):
         return jax.lax.complex(c, r)
     return encode(c, r, "bfloat16", noise)
@@ -292,7 +321,9 @@ def observe(spec: ModelSpec, obs: Observe, co: Coeffs, conn, st: State) -> dict:
     """
     names = obs.variables
     out = {}
-    if "fepsp" in names and spec.n_pathways == 1 and not spec.phases:
+    # (a noisy rho can leave [0, 1]: the weights then read it clipped, row sums do not)
+    if ("fepsp" in names and spec.n_pathways == 1 and not spec.phases
+            and not spec.switch_noise):
         pl = co.p.plasticity
         rows = _rho_row_sums(st.syn.cr)
         out["fepsp"] = jnp.sum(
@@ -346,6 +377,9 @@ def run_impl(
     st = pack(state, spec.syn_dtype)
     if spec.syn_dtype == "bfloat16":  # its own stream, apart from the input draw
         round_seed = synapse.hash_seed(jax.random.fold_in(key, 0x5EED))
+    if spec.switch_noise:  # the per-step engine's stream, word i * k + kk per synapse
+        sw_seed = noise_seed(key)
+        sw_ids = jnp.arange(spec.n_syn, dtype=jnp.uint32).reshape(spec.n_post, spec.k)
     if spec.rng == "hash":  # per-input constants in the word layout of the draw
         seed = synapse.hash_seed(key)
         thresh2 = synapse.word_layout(synapse.spike_threshold(co.p_in))
@@ -443,12 +477,15 @@ def run_impl(
         words = _in_memory(jax.lax.map(lambda a: draw(*a), (d, idx)), idx[0])
         # 2. the AMPA sums of every step of the block (efficacies of the block start;
         #    with phases q = clip(z + rho - rho_ref, 0, 1), computed only where gathered)
+        with_q = spec.phases or spec.switch_noise
         if spec.phases:
             q = consolidation.efficacy(rho_of(cr), st.syn.rho_ref, st.syn.z)
+        elif spec.switch_noise:  # a noisy rho is not clipped; its weight is
+            q = jnp.clip(rho_of(cr), 0.0, 1.0)
         if spec.ampa == "event":
             u = synapse.event_sums(
                 words,
-                q.reshape(-1) if spec.phases else cr.reshape(-1),
+                q.reshape(-1) if with_q else cr.reshape(-1),
                 conn.syn_by_pre,
                 conn.pre_ptr,
                 k,
@@ -464,7 +501,7 @@ def run_impl(
             )
             u = synapse.dense_sums(
                 x_blk,
-                q if spec.phases else rho_of(cr),
+                q if with_q else rho_of(cr),
                 conn.pre_idx,
                 pl.w_min,
                 pl.w_max,
@@ -493,6 +530,7 @@ def run_impl(
                 0,
                 jnp.arange(spec.n_syn, dtype=jnp.uint32).reshape(spec.n_post, spec.k),
             )
+        switch = (sw_seed, idx[0], sw_ids) if spec.switch_noise else None
         if T == 1:
             s_tab = _in_memory(s2_end.reshape(-1), idx[0])
             cr = synapse_block(
@@ -505,6 +543,7 @@ def run_impl(
                 co,
                 spec.rho_drift == "block",
                 noise,
+                switch,
             )
         else:
             s_tab, b_tab = _in_memory((s2.reshape(-1), bits2.reshape(-1)), idx[0])
@@ -518,6 +557,7 @@ def run_impl(
                 co,
                 spec.rho_drift == "block",
                 noise,
+                switch,
             )
         st = State(pre=pre, post=post, syn=st.syn.replace(cr=cr), inh=inh)
         if spec.phases:  # slow_every is a multiple of T: at most one tick per block

@@ -52,7 +52,8 @@ class ModelSpec:
             H(c - theta_p)) xi` (`sigma`, `sigma_p` of `Params.plasticity`; G&B have
             sigma_p = sigma), so a protocol flips a fraction of a
             pathway's switches rather than all or none. Off: the deterministic switch
-            of bench-v1. Per-step engine only.
+            of bench-v1. With `fused`, needs `rng = "hash"` (both engines then draw
+            the same variates).
         slow_every: Slow variables (scaling factor, tags, protein, late phase,
             early-phase decay) advance once every this many steps.
         rho_init: Initial efficacy: `"uniform"` (rho ~ U(0,1), bench-v1) or
@@ -65,7 +66,8 @@ class ModelSpec:
         fused: Run the fused engine (`ltpnet.fused`): neurons advance step by step,
             and every synapse's calcium and efficacy advance in one pass over packed
             (c, rho) state per block of `syn_block` steps. Same equations; needs
-            `calcium="nmda"`, `nmda_current=False`, `t286a=False`.
+            `calcium="nmda"`, `nmda_current=False`, `t286a=False`, and
+            `rng="hash"` with `switch_noise`.
         syn_block: Steps per synapse pass of the fused engine. 1 is the step order
             of docs/model.md exactly; with T > 1 the AMPA weights of a block read rho
             from the start of the block (a lag of at most T - 1 steps) and each
@@ -213,8 +215,9 @@ class ModelSpec:
             bad("nmda_current", self.nmda_current, "False when fused is on")
         if self.t286a:
             bad("t286a", self.t286a, "False when fused is on")
-        if self.switch_noise:
-            bad("switch_noise", self.switch_noise, "False when fused is on")
+        if self.switch_noise and self.rng != "hash":
+            bad("rng", self.rng, "'hash' when fused and switch_noise are on (the "
+                "fused pass draws the noise of every synapse and step from the hash)")
         if self.syn_dtype == "bfloat16" and self.dtype != "float32":
             bad("syn_dtype", self.syn_dtype, "'float32' unless dtype is 'float32'")
         if self.phases and self.slow_every % self.syn_block:

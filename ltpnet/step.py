@@ -219,6 +219,22 @@ def input_spikes(spec: ModelSpec, co: Coeffs, conn: Connectivity, drive: Drive, 
 _NOISE_STREAM = 0x5EED5EED
 
 
+def noise_seed(key) -> jnp.ndarray:
+    """The uint32 seed of the switch noise with `rng = "hash"` (a stream apart from
+    the input draw's)."""
+    return synapse.hash_seed(key) ^ jnp.uint32(_NOISE_STREAM)
+
+
+def irwin_hall(w, dtype) -> jnp.ndarray:
+    """Zero-mean, unit-variance variates from uint32 words: the sum of each word's
+    four bytes, centred and scaled."""
+    m = jnp.uint32(0xFF)
+    total = (w & m) + ((w >> 8) & m) + ((w >> 16) & m) + (w >> 24)
+    # four bytes, uniform on 0..255: mean 510, variance 4 (256^2 - 1) / 12
+    sd = (4 * (256.0 ** 2 - 1) / 12) ** 0.5
+    return (total.astype(dtype) - 510.0) / sd
+
+
 def switch_variates(spec: ModelSpec, key, step_idx, shape, dtype) -> jnp.ndarray:
     """Zero-mean, unit-variance variates `shape` of the switch noise of one step.
 
@@ -230,13 +246,8 @@ def switch_variates(spec: ModelSpec, key, step_idx, shape, dtype) -> jnp.ndarray
     at the 1st and 99th; a transition of the switch sums thousands of steps).
     """
     if spec.rng == "hash":
-        seed = synapse.hash_seed(key) ^ jnp.uint32(_NOISE_STREAM)
-        w = synapse.hash_bits(seed, step_idx, math.prod(shape))
-        m = jnp.uint32(0xFF)
-        total = (w & m) + ((w >> 8) & m) + ((w >> 16) & m) + (w >> 24)
-        # four bytes, uniform on 0..255: mean 510, variance 4 (256^2 - 1) / 12
-        sd = (4 * (256.0 ** 2 - 1) / 12) ** 0.5
-        return ((total.astype(dtype) - 510.0) / sd).reshape(shape)
+        w = synapse.hash_bits(noise_seed(key), step_idx, math.prod(shape))
+        return irwin_hall(w, dtype).reshape(shape)
     return jax.random.normal(jax.random.fold_in(key, 1), shape, dtype)
 
 

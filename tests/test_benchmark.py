@@ -125,6 +125,73 @@ def test_fused_equals_step_engine_with_hash_inputs(x64):
         )
 
 
+@pytest.mark.parametrize("phases", [False, True])
+def test_fused_switch_noise_equals_step_engine(x64, phases):
+    """With switch noise (rng = "hash") both engines draw the same variates for each
+    synapse and step: with syn_block = 1 the fused engine is the per-step engine,
+    noise, unclipped rho and clipped weights included. A train drives calcium over
+    both thresholds, so the noise acts (rho leaves [0, 1] and differs from a
+    noise-free run)."""
+    spec = ltpnet.ModelSpec(
+        n_post=30,
+        k=20,
+        pathways=(("a", 60), ("b", 40)),
+        dtype="float64",
+        phases=phases,
+        slow_every=5,
+        rng="hash",
+        switch_noise=True,
+    )
+    params = ltpnet.Params().with_values("input", rate=5.0)
+    obs = ltpnet.Observe(every=50, variables=("fepsp", "v", "rho"), spike_neurons=30)
+    proto = ltpnet.Protocol().train("a", at=10.0, freq=100.0, n=30)
+    step = ltpnet.simulate(spec, params, 400.0, seed=3, observe=obs, protocol=proto)
+    fast = ltpnet.simulate(
+        ltpnet.ModelSpec(**{**vars(spec), "fused": True, "ampa": "event"}),
+        params,
+        400.0,
+        seed=3,
+        observe=obs,
+        protocol=proto,
+    )
+    quiet = ltpnet.simulate(
+        ltpnet.ModelSpec(**{**vars(spec), "switch_noise": False}),
+        params,
+        400.0,
+        seed=3,
+        observe=obs,
+        protocol=proto,
+    )
+    rho = np.asarray(step.state.syn.rho)
+    assert (rho < 0).any() and (rho > 1).any()
+    assert np.abs(rho - np.asarray(quiet.state.syn.rho)).max() > 0.1
+    np.testing.assert_array_equal(fast.post_spikes, step.post_spikes)
+    for k in obs.variables:
+        np.testing.assert_allclose(
+            fast.records[k], step.records[k], **X64_RUN, err_msg=k
+        )
+    for k in ("c", "rho") + (("rho_lag", "rho_ref", "z") if phases else ()):
+        np.testing.assert_allclose(
+            getattr(fast.state.syn, k), getattr(step.state.syn, k), **X64_RUN, err_msg=k
+        )
+
+
+def test_fused_switch_noise_chunked_equals_unbroken():
+    """The noise of a synapse is a function of (seed, step, synapse): a fused run
+    with blocks of 5 steps cut into chunks of one record equals an unbroken one."""
+    spec = ltpnet.ModelSpec(n_post=10, k=20, pathways=(("a", 50), ("b", 50)),
+                            slow_every=5, rng="hash", switch_noise=True, fused=True,
+                            syn_block=5, ampa="event")
+    params = ltpnet.Params().with_values("input", rate=5.0)
+    obs = ltpnet.Observe(every=100, variables=("fepsp", "rho"))
+    proto = ltpnet.Protocol().train("a", at=5.0, freq=100.0, n=20)
+    runs = [ltpnet.simulate(spec, params, 200.0, seed=4, observe=obs, protocol=proto,
+                            records_per_chunk=n) for n in (1, 10)]
+    for k in obs.variables:
+        np.testing.assert_array_equal(runs[0].records[k], runs[1].records[k], err_msg=k)
+    np.testing.assert_array_equal(runs[0].state.syn.rho, runs[1].state.syn.rho)
+
+
 # ---------------------------------------------------------------- bench agreement
 
 N_PRE, N_POST, K = 1000, 200, 100
@@ -358,6 +425,10 @@ def test_fused_options_are_checked():
         )
     with pytest.raises(ValueError, match="rng"):
         ltpnet.ModelSpec(rng="mt19937").check()
+    with pytest.raises(ValueError, match=r"rng must be 'hash' when fused and "
+                       r"switch_noise are on .*got rng='threefry'"):
+        ltpnet.ModelSpec(fused=True, switch_noise=True).check()
+    ltpnet.ModelSpec(fused=True, switch_noise=True, rng="hash").check()
 
 
 def _load_benchmark_script():

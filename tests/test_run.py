@@ -478,7 +478,8 @@ def test_bounds_hold_under_noisy_drive():
         (dict(beta_down=1.5), "beta_down"),
         (dict(n_inh=5, k_inh=0), "k_inh"),
         (dict(switch_noise="yes"), "switch_noise must be true or false"),
-        (dict(fused=True, switch_noise=True), "switch_noise must be False when fused"),
+        (dict(fused=True, switch_noise=True),
+         "rng must be .hash. when fused and switch_noise"),
     ],
 )
 def test_spec_check_names_the_field(changes, match):
