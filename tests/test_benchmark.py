@@ -88,6 +88,24 @@ def test_fused_step_order_matches_reference_float64(name, x64):
     assert_trajectories_close(traj, stack_states(ref["states"]), X64_RUN)
 
 
+def engines_agree(spec, params, t, seed, obs, proto, syn=("c", "rho")):
+    """Run `spec` on the per-step engine and on the fused one (T = 1, event AMPA);
+    assert equal spikes, records and synaptic state; return the per-step result."""
+    def run(sp):
+        return ltpnet.simulate(sp, params, t, seed=seed, observe=obs, protocol=proto)
+
+    step = run(spec)
+    fast = run(ltpnet.ModelSpec(**{**vars(spec), "fused": True, "ampa": "event"}))
+    np.testing.assert_array_equal(fast.post_spikes, step.post_spikes)
+    for k in obs.variables:
+        np.testing.assert_allclose(fast.records[k], step.records[k], **X64_RUN,
+                                   err_msg=k)
+    for k in syn:
+        np.testing.assert_allclose(getattr(fast.state.syn, k),
+                                   getattr(step.state.syn, k), **X64_RUN, err_msg=k)
+    return step
+
+
 def test_fused_equals_step_engine_with_hash_inputs(x64):
     """Poisson inputs from the hash generator: both engines draw the same spikes."""
     spec = ltpnet.ModelSpec(
@@ -104,25 +122,8 @@ def test_fused_equals_step_engine_with_hash_inputs(x64):
         every=50, variables=("fepsp", "a", "v", "rho"), spike_neurons=30
     )
     proto = ltpnet.Protocol().train("a", at=20.0, freq=100.0, n=5)
-    step = ltpnet.simulate(spec, params, 60.0, seed=2, observe=obs, protocol=proto)
-    fast = ltpnet.simulate(
-        ltpnet.ModelSpec(**{**vars(spec), "fused": True, "ampa": "event"}),
-        params,
-        60.0,
-        seed=2,
-        observe=obs,
-        protocol=proto,
-    )
+    step = engines_agree(spec, params, 60.0, 2, obs, proto)
     assert step.post_spikes.sum() > 50
-    np.testing.assert_array_equal(fast.post_spikes, step.post_spikes)
-    for k in obs.variables:
-        np.testing.assert_allclose(
-            fast.records[k], step.records[k], **X64_RUN, err_msg=k
-        )
-    for k in ("c", "rho"):
-        np.testing.assert_allclose(
-            getattr(fast.state.syn, k), getattr(step.state.syn, k), **X64_RUN, err_msg=k
-        )
 
 
 @pytest.mark.parametrize("phases", [False, True])
@@ -145,35 +146,13 @@ def test_fused_switch_noise_equals_step_engine(x64, phases):
     params = ltpnet.Params().with_values("input", rate=5.0)
     obs = ltpnet.Observe(every=50, variables=("fepsp", "v", "rho"), spike_neurons=30)
     proto = ltpnet.Protocol().train("a", at=10.0, freq=100.0, n=30)
-    step = ltpnet.simulate(spec, params, 400.0, seed=3, observe=obs, protocol=proto)
-    fast = ltpnet.simulate(
-        ltpnet.ModelSpec(**{**vars(spec), "fused": True, "ampa": "event"}),
-        params,
-        400.0,
-        seed=3,
-        observe=obs,
-        protocol=proto,
-    )
-    quiet = ltpnet.simulate(
-        ltpnet.ModelSpec(**{**vars(spec), "switch_noise": False}),
-        params,
-        400.0,
-        seed=3,
-        observe=obs,
-        protocol=proto,
-    )
+    step = engines_agree(spec, params, 400.0, 3, obs, proto,
+                         ("c", "rho") + (("rho_lag", "rho_ref", "z") if phases else ()))
+    quiet = ltpnet.simulate(ltpnet.ModelSpec(**{**vars(spec), "switch_noise": False}),
+                            params, 400.0, seed=3, observe=obs, protocol=proto)
     rho = np.asarray(step.state.syn.rho)
     assert (rho < 0).any() and (rho > 1).any()
     assert np.abs(rho - np.asarray(quiet.state.syn.rho)).max() > 0.1
-    np.testing.assert_array_equal(fast.post_spikes, step.post_spikes)
-    for k in obs.variables:
-        np.testing.assert_allclose(
-            fast.records[k], step.records[k], **X64_RUN, err_msg=k
-        )
-    for k in ("c", "rho") + (("rho_lag", "rho_ref", "z") if phases else ()):
-        np.testing.assert_allclose(
-            getattr(fast.state.syn, k), getattr(step.state.syn, k), **X64_RUN, err_msg=k
-        )
 
 
 def test_fused_switch_noise_chunked_equals_unbroken():
