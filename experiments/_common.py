@@ -377,8 +377,11 @@ def run_timeline(spec: lt.ModelSpec, params: lt.Params, duration_ms: float,
                      settle_ms=settle_ms,
                      coarse_min_ms=(2 * coarse_record_ms if coarse else math.inf),
                      cuts=snapshots)
-    cspec = dataclasses.replace(spec, dt=float(coarse_dt),
-                                slow_every=round(coarse_slow_ms / coarse_dt))
+    c_slow = round(coarse_slow_ms / coarse_dt)
+    # the fused engine ends a synapse block on each slow step: a block of the quiet
+    # stretches must divide their slow clock (blocks only set the speed)
+    cspec = dataclasses.replace(spec, dt=float(coarse_dt), slow_every=c_slow,
+                                syn_block=math.gcd(spec.syn_block, c_slow))
     obs_kw = dict(variables=tuple(variables), neurons=neurons)
     ts, recs, rates, snaps = [], [], [], {}
     snap_at = {math.ceil(round(c / g, 6)) * g for c in snapshots}

@@ -21,6 +21,7 @@ import dataclasses
 import numpy as np
 
 import ltpnet as lt
+from experiments import ExperimentError
 from experiments import _common as cm
 from experiments.hfs_ltp import (
     MIN,
@@ -51,12 +52,15 @@ def run(ctx) -> dict:
     check_common(e)
     tet_len = e["n_pulses"] * 1000.0 / e["freq_hz"]
     if not tet_len + 2000.0 <= e["early_ms"] < e["after_ms"]:
-        raise ValueError(f"[experiment] early_ms must lie between the end of the "
-                         f"tetanus (+2 s) and after_ms = {e['after_ms'] / MIN:g} min, "
-                         f"got early_ms={e['early_ms'] / MIN:g} min")
+        raise ExperimentError(f"[experiment] early_ms must lie between the end of the "
+                              f"tetanus (+2 s) and after_ms = {e['after_ms'] / MIN:g} "
+                              f"min, got early_ms={e['early_ms'] / MIN:g} min")
     if ctx.spec.t286a:
-        raise ValueError("[spec] t286a must be false: the experiment runs both "
-                         "genotypes")
+        raise ExperimentError("[spec] t286a must be false: the experiment runs both "
+                              "genotypes, got t286a=True")
+    if ctx.spec.fused:
+        raise ExperimentError("[spec] fused must be false: the fused engine has no "
+                              "T286A switch, got fused=True")
     t_tet = e["baseline_ms"]
     t_end = t_tet + e["after_ms"]
     prot = lt.Protocol().tetanus("S1", t_tet, e["freq_hz"], e["n_pulses"])

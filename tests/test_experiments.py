@@ -129,6 +129,28 @@ def test_timeline_coarse_quiet_stretches_match_fine_steps():
     assert abs(c1 - f1) < 0.1 * f1 and abs(c2 - f2) < 2.0
 
 
+def test_timeline_runs_on_the_fused_engine():
+    """A fused spec with blocks of 5 steps and switch noise runs a time line whose
+    quiet stretches have a slow step every coarse step (10-ms steps, 10-ms slow
+    clock): their blocks shrink to divide it. The tetanus's change of S1 and the
+    quiet S2 match the per-step engine's."""
+    kw = dict(n_post=4, k=100, pathways=(("S1", 100), ("S2", 100), ("bg", 800)),
+              dt=0.2, slow_every=5, rng="hash", calcium_step="exponential",
+              switch_noise=True)
+    p = lt.Params()
+    prot = lt.Protocol().tetanus("S1", at=5_000.0)
+    out = []
+    for spec in (lt.ModelSpec(**kw),
+                 lt.ModelSpec(**kw, fused=True, syn_block=5, ampa="event")):
+        tr = cm.run_timeline(spec, p, 100_000.0, prot, seed=1, coarse_dt=10.0,
+                             coarse_record_ms=20_000.0)
+        out.append((cm.pct(tr.at(tr.fepsp(spec, "S1", 4_000.0), 100_000.0)),
+                    cm.pct(tr.at(tr.fepsp(spec, "S2", 4_000.0), 100_000.0))))
+    (s1, s2), (f1, f2) = out
+    assert s1 > 20.0
+    assert abs(f1 - s1) < 0.1 * s1 and abs(f2 - s2) < 2.0, out
+
+
 def test_timeline_logs_progress_inside_long_stretches():
     """With `log_every_s=0` every chunk of a stretch reports how far the time line
     has got; logging leaves the run unchanged."""
@@ -372,3 +394,16 @@ def test_every_experiment_of_the_issue_is_registered():
     assert len(ex.NAMES) == 12 and len(set(ex.NAMES)) == 12
     for f in dataclasses.fields(ex.Context):
         assert f.name in ex.Context.__doc__
+
+
+def test_camkii_t286a_names_what_the_fused_engine_lacks(capsys):
+    """T286A runs on the per-step engine only: the fused option is refused with a
+    clean error (exit 2, no traceback) before any simulation."""
+    from ltpnet.cli import main
+
+    args = ["experiment", "camkii_t286a", "--quick", "-o", "/tmp/unused",
+            "--set", "spec.fused=true", "--set", "spec.syn_block=5",
+            "--set", 'spec.ampa="event"', "--set", 'spec.rng="hash"']
+    assert main(args) == 2
+    assert ("[spec] fused must be false: the fused engine has no T286A switch, got "
+            "fused=True") in capsys.readouterr().err
