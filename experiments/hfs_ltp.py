@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 import ltpnet as lt
+from experiments import ExperimentError
 from experiments import _common as cm
 
 MIN = cm.MS_PER_MIN
@@ -53,7 +54,8 @@ def need(exp: dict, key: str, ok: bool, allowed: str):
     if not ok:
         v = exp[key]
         shown = f"{v / MIN:g} min ({v:g} ms)" if key.endswith("_ms") else repr(v)
-        raise ValueError(f"[experiment] {key} must be {allowed}, got {key}={shown}")
+        raise ExperimentError(
+            f"[experiment] {key} must be {allowed}, got {key}={shown}")
 
 
 def check_common(exp: dict):

@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 import ltpnet as lt
+from experiments import ExperimentError
 from experiments import _common as cm
 from experiments.hfs_ltp import (
     MIN,
@@ -54,9 +55,10 @@ def run(ctx) -> dict:
     t_tet = e["baseline_ms"]
     t_end = t_tet + e["after_ms"]
     if e["after_ms"] < tet_len + 5000.0:
-        raise ValueError(f"[experiment] after_ms must cover the tetanus and 5 s more "
-                         f"({(tet_len + 5000.0) / 1000:g} s), got after_ms="
-                         f"{e['after_ms'] / 1000:g} s")
+        raise ExperimentError(
+            f"[experiment] after_ms must cover the tetanus and 5 s more "
+            f"({(tet_len + 5000.0) / 1000:g} s), got after_ms="
+            f"{e['after_ms'] / 1000:g} s")
     prot = lt.Protocol().tetanus("S1", t_tet, e["freq_hz"], e["n_pulses"])
     prot = probe(prot, ("S1", "S2"), e["test_every_ms"], t_end,
                  skip=[(t_tet - 2000.0, t_tet + tet_len + 2000.0)])

@@ -47,6 +47,7 @@ import jax
 import numpy as np
 
 import ltpnet as lt
+from experiments import ExperimentError
 from experiments._common import (
     MS_PER_H,
     MS_PER_MIN,
@@ -80,7 +81,8 @@ _TAU_R0 = lt.Params().homeostasis.tau_r
 
 def _validate(exp: dict, spec: lt.ModelSpec, params: lt.Params) -> None:
     def bad(key, allowed):
-        raise ValueError(f"[experiment] {key} must be {allowed}, got {key}={exp[key]!r}")
+        raise ExperimentError(
+            f"[experiment] {key} must be {allowed}, got {key}={exp[key]!r}")
 
     if not exp["speedup"] >= 1.0:
         bad("speedup", ">= 1 (1 = the default 48 h at tau_a = 100 h)")
@@ -96,18 +98,20 @@ def _validate(exp: dict, spec: lt.ModelSpec, params: lt.Params) -> None:
             "(the silent membrane's Euler step must stay stable)")
     t = exp["treatment_ms"] / exp["speedup"]
     if t < 2 * exp["rate_window_ms"]:
-        raise ValueError(f"[experiment] treatment_ms / speedup = {t:g} ms must be at "
-                         f"least 2 x rate_window_ms = {2 * exp['rate_window_ms']:g} ms")
+        raise ExperimentError(
+            f"[experiment] treatment_ms / speedup = {t:g} ms must be at "
+            f"least 2 x rate_window_ms = {2 * exp['rate_window_ms']:g} ms")
     for key in ("treatment_ms", "baseline_ms", "washout_ms", "rate_window_ms"):
         v = exp[key] / (exp["speedup"] if key == "treatment_ms" else 1.0)
         if abs(v / exp["record_ms"] - round(v / exp["record_ms"])) > 1e-6:
-            raise ValueError(f"[experiment] {key} (model time {v:g} ms) must be a "
-                             f"multiple of record_ms = {exp['record_ms']:g} ms")
+            raise ExperimentError(f"[experiment] {key} (model time {v:g} ms) must be a "
+                                  f"multiple of record_ms = {exp['record_ms']:g} ms")
     if not spec.n_inh:
-        raise ValueError("[spec] n_inh must be > 0: bicuculline acts on the "
-                         "feed-forward inhibition (set n_inh, k_inh, k_ie)")
+        raise ExperimentError("[spec] n_inh must be > 0: bicuculline acts on the "
+                              "feed-forward inhibition (set n_inh, k_inh, k_ie)")
     if not spec.homeostasis:
-        raise ValueError("[spec] homeostasis must be true for a scaling experiment")
+        raise ExperimentError(
+            "[spec] homeostasis must be true for a scaling experiment")
 
 
 def _params(params: lt.Params, speedup: float) -> lt.Params:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 import ltpnet as lt
+from experiments import ExperimentError
 from experiments._common import (
     MS_PER_MIN,
     check,
@@ -50,24 +51,29 @@ UNCAGED = "U"  # the pathway of the single uncaged input
 
 def _validate(exp: dict, spec: lt.ModelSpec) -> None:
     if exp["n_pulses"] < 1:
-        raise ValueError(f"[experiment] n_pulses must be >= 1, got n_pulses={exp['n_pulses']}")
+        raise ExperimentError(
+            f"[experiment] n_pulses must be >= 1, got n_pulses={exp['n_pulses']}")
     if not exp["freq_hz"] > 0:
-        raise ValueError(f"[experiment] freq_hz must be > 0 Hz, got freq_hz={exp['freq_hz']}")
+        raise ExperimentError(
+            f"[experiment] freq_hz must be > 0 Hz, got freq_hz={exp['freq_hz']}")
     if exp["start_ms"] < 0:
-        raise ValueError(f"[experiment] start_ms must be >= 0 ms, got start_ms={exp['start_ms']}")
+        raise ExperimentError(
+            f"[experiment] start_ms must be >= 0 ms, got start_ms={exp['start_ms']}")
     if not 0 < exp["early_ms"] < exp["late_ms"]:
-        raise ValueError(f"[experiment] need 0 < early_ms < late_ms, got early_ms="
-                         f"{exp['early_ms']}, late_ms={exp['late_ms']} (ms)")
+        raise ExperimentError(f"[experiment] need 0 < early_ms < late_ms, got early_ms="
+                              f"{exp['early_ms']}, late_ms={exp['late_ms']} (ms)")
     names = spec.pathway_names
     if names[0] != UNCAGED or spec.pathways[0][1] != 1 or len(names) != 2:
-        raise ValueError(f"[spec] pathways must be {{ {UNCAGED} = 1, <background> = n }} "
-                         f"(the single uncaged input first), got {dict(spec.pathways)}")
+        raise ExperimentError(
+            f"[spec] pathways must be {{ {UNCAGED} = 1, <background> = n }} "
+            f"(the single uncaged input first), got {dict(spec.pathways)}")
     if spec.pathways[1][1] < spec.k - 1:
-        raise ValueError(f"[spec] the background pathway needs >= k - 1 = {spec.k - 1} "
-                         f"inputs, got {spec.pathways[1][1]}")
+        raise ExperimentError(
+            f"[spec] the background pathway needs >= k - 1 = {spec.k - 1} "
+            f"inputs, got {spec.pathways[1][1]}")
     if spec.n_post < 2:
-        raise ValueError(f"[spec] n_post must be >= 2 (small and large spines), "
-                         f"got n_post={spec.n_post}")
+        raise ExperimentError(f"[spec] n_post must be >= 2 (small and large spines), "
+                              f"got n_post={spec.n_post}")
 
 
 def network(spec: lt.ModelSpec, params: lt.Params, seed: int):

@@ -396,14 +396,24 @@ def test_every_experiment_of_the_issue_is_registered():
         assert f.name in ex.Context.__doc__
 
 
-def test_camkii_t286a_names_what_the_fused_engine_lacks(capsys):
-    """T286A runs on the per-step engine only: the fused option is refused with a
-    clean error (exit 2, no traceback) before any simulation."""
+@pytest.mark.parametrize(("name", "sets", "msg"), [
+    ("camkii_t286a",
+     ["spec.fused=true", "spec.syn_block=5", 'spec.ampa="event"', 'spec.rng="hash"'],
+     "[spec] fused must be false: the fused engine has no T286A switch, got "
+     "fused=True"),
+    ("spine_structure", ["experiment.n_pulses=0"],
+     "[experiment] n_pulses must be >= 1, got n_pulses=0"),
+    ("scaling", ["spec.homeostasis=false"],
+     "[spec] homeostasis must be true for a scaling experiment"),
+])
+def test_an_experiment_s_own_checks_exit_2_with_one_line(capsys, name, sets, msg):
+    """Checks an experiment makes of its config (T286A runs on the per-step engine
+    only, the uncaging train needs a pulse, scaling needs homeostasis) print one
+    error line and exit 2, with no traceback, before any simulation."""
     from ltpnet.cli import main
 
-    args = ["experiment", "camkii_t286a", "--quick", "-o", "/tmp/unused",
-            "--set", "spec.fused=true", "--set", "spec.syn_block=5",
-            "--set", 'spec.ampa="event"', "--set", 'spec.rng="hash"']
+    args = ["experiment", name, "--quick", "-o", "/tmp/unused"]
+    for s_ in sets:
+        args += ["--set", s_]
     assert main(args) == 2
-    assert ("[spec] fused must be false: the fused engine has no T286A switch, got "
-            "fused=True") in capsys.readouterr().err
+    assert msg in capsys.readouterr().err
