@@ -192,14 +192,14 @@ def run(name: str, out_dir, *, quick: bool = False, neurons: int | None = None,
                     params_file=params_file)
     mod = _module(name)
     out = Path(out_dir) / name
-    out.mkdir(parents=True, exist_ok=True)
     seed = cfg.run.seed if seed is None else seed
     t0 = time.perf_counter()
     ctx = Context(name=name, spec=cfg.spec, params=cfg.params, seed=seed, exp=exp,
                   quick=quick, neurons=neurons, out=out,
                   log=lambda msg: log(f"[{name}] {msg}"))
-    summary = mod.run(ctx)
+    summary = mod.run(ctx)  # checks its own config first: nothing is written before
     wall = time.perf_counter() - t0
+    out.mkdir(parents=True, exist_ok=True)
     checks = [c.as_dict() for c in mod.checks(summary, quick)]
     import jax
 

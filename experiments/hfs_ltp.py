@@ -116,7 +116,10 @@ def _sums(tr: cm.Trace, spec, pathway: str, t_before: float, t_after: float):
 
 def neuron_pct(tr: cm.Trace, spec, pathway: str, t_before: float, t_after: float):
     """Per-neuron % change `(..., n_post)` of the summed weight of `pathway`."""
-    before, after = _sums(tr, spec, pathway, t_before, t_after)
+    return _per_neuron(*_sums(tr, spec, pathway, t_before, t_after))
+
+
+def _per_neuron(before, after):
     with np.errstate(invalid="ignore", divide="ignore"):
         return cm.pct(after / before)
 
@@ -127,9 +130,8 @@ def neuron_change(tr: cm.Trace, spec, pathway: str, t_before: float, t_after: fl
     snapshot at `t_before` to the one at `t_after`, by the jackknife (each neuron left
     out once); both from one read of the two snapshots."""
     before, after = _sums(tr, spec, pathway, t_before, t_after)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        per = cm.pct(after / before)
-    return per, cm.jackknife_se(cm.pooled_change_loo(before, after))
+    return (_per_neuron(before, after),
+            cm.jackknife_se(cm.pooled_change_loo(before, after)))
 
 
 def _snap(snap: dict, t: float):

@@ -94,7 +94,7 @@ def pairing_outcome(spec, params, seed: int, delta_t: float, n_pairs: int = 60):
     start = 200.0
     prot = lt.Protocol().pairing("S1", start, 1.0, n_pairs, delta_t)
     res = lt.simulate(spec, params, start + (n_pairs - 1) * 1000.0 + 400.0, seed=seed,
-                      protocol=prot)
+                      protocol=prot, conn=conn, state=state)
     r = np.asarray(res.state.syn.rho)
     return (float(np.mean(r[down] > star)), float(np.mean(r[up] < star)),
             int(down.sum()), int(up.sum()))

@@ -88,6 +88,11 @@ def test_fused_step_order_matches_reference_float64(name, x64):
     assert_trajectories_close(traj, stack_states(ref["states"]), X64_RUN)
 
 
+# the network both engines run in the comparisons below (hash inputs, float64)
+ENGINES_NET = dict(n_post=30, k=20, pathways=(("a", 60), ("b", 40)), dtype="float64",
+                   rng="hash")
+
+
 def engines_agree(spec, params, t, seed, obs, proto, syn=("c", "rho")):
     """Run `spec` on the per-step engine and on the fused one (T = 1, event AMPA);
     assert equal spikes, records and synaptic state; return the per-step result."""
@@ -108,15 +113,7 @@ def engines_agree(spec, params, t, seed, obs, proto, syn=("c", "rho")):
 
 def test_fused_equals_step_engine_with_hash_inputs(x64):
     """Poisson inputs from the hash generator: both engines draw the same spikes."""
-    spec = ltpnet.ModelSpec(
-        n_post=30,
-        k=20,
-        pathways=(("a", 60), ("b", 40)),
-        dtype="float64",
-        phases=False,
-        rho_init="uniform",
-        rng="hash",
-    )
+    spec = ltpnet.ModelSpec(**ENGINES_NET, phases=False, rho_init="uniform")
     params = ltpnet.Params.bench_v1(20).with_values("input", rate=40.0)
     obs = ltpnet.Observe(
         every=50, variables=("fepsp", "a", "v", "rho"), spike_neurons=30
@@ -133,16 +130,8 @@ def test_fused_switch_noise_equals_step_engine(x64, phases):
     noise, unclipped rho and clipped weights included. A train drives calcium over
     both thresholds, so the noise acts (rho leaves [0, 1] and differs from a
     noise-free run)."""
-    spec = ltpnet.ModelSpec(
-        n_post=30,
-        k=20,
-        pathways=(("a", 60), ("b", 40)),
-        dtype="float64",
-        phases=phases,
-        slow_every=5,
-        rng="hash",
-        switch_noise=True,
-    )
+    spec = ltpnet.ModelSpec(**ENGINES_NET, phases=phases, slow_every=5,
+                            switch_noise=True)
     params = ltpnet.Params().with_values("input", rate=5.0)
     obs = ltpnet.Observe(every=50, variables=("fepsp", "v", "rho"), spike_neurons=30)
     proto = ltpnet.Protocol().train("a", at=10.0, freq=100.0, n=30)

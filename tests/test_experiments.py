@@ -230,8 +230,8 @@ def test_pooled_change_se_of_members_and_of_too_few_cells():
 
 
 def test_mean_se_and_its_format():
-    # the standard error of a mean over cells: sd (n - 1) / sqrt(n), also the
-    # jackknife of the mean; NaN for one cell
+    # the standard error of a mean over cells: sd (with n - 1) / sqrt(n), which is
+    # also the jackknife of the mean; NaN for one cell
     x = np.array([4.17, 1.02, 4.12, 4.20, 1.01])
     loo = (x.sum() - x) / (x.size - 1)
     assert cm.mean_se(x) == pytest.approx(np.std(x, ddof=1) / np.sqrt(5), rel=1e-12)
@@ -406,14 +406,17 @@ def test_every_experiment_of_the_issue_is_registered():
     ("scaling", ["spec.homeostasis=false"],
      "[spec] homeostasis must be true for a scaling experiment"),
 ])
-def test_an_experiment_s_own_checks_exit_2_with_one_line(capsys, name, sets, msg):
+def test_an_experiment_s_own_checks_exit_2_with_one_line(capsys, tmp_path, name, sets,
+                                                         msg):
     """Checks an experiment makes of its config (T286A runs on the per-step engine
     only, the uncaging train needs a pulse, scaling needs homeostasis) print one
-    error line and exit 2, with no traceback, before any simulation."""
+    error line and exit 2, with no traceback, and write nothing."""
     from ltpnet.cli import main
 
-    args = ["experiment", name, "--quick", "-o", "/tmp/unused"]
+    out = tmp_path / "out"
+    args = ["experiment", name, "--quick", "-o", str(out)]
     for s_ in sets:
         args += ["--set", s_]
     assert main(args) == 2
     assert msg in capsys.readouterr().err
+    assert not out.exists()
