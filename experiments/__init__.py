@@ -14,6 +14,9 @@ A module defines:
 
 - its docstring (the first paragraph is the protocol shown in the report);
 - `DEFAULTS`: the keys of the config's `[experiment]` table and their defaults;
+- `validate(spec, params, exp)`: raises ExperimentError naming the key, its value and
+  what is allowed unless the config suits the protocol (called by `load`, so
+  `ltpnet experiment all` checks every config before it runs any);
 - `run(ctx) -> dict`: the measured values (JSON-able) under the documented keys;
 - `checks(summary, quick) -> list[Check]`: each value beside its expected band
   (with `quick`, the sign of each effect only);
@@ -181,6 +184,10 @@ def load(name: str, *, quick: bool = False, neurons: int | None = None,
                 exp[k] = parse_time(v, f"[experiment] {k}")
             except ConfigError as e:
                 raise ExperimentError(f"{path}: {e}") from None
+    try:
+        mod.validate(cfg.spec, cfg.params, exp)
+    except ValueError as e:  # ExperimentError, or ModelSpec's own (unknown pathway)
+        raise ExperimentError(f"{path}: {e}") from None
     return cfg, exp
 
 
@@ -197,7 +204,7 @@ def run(name: str, out_dir, *, quick: bool = False, neurons: int | None = None,
     ctx = Context(name=name, spec=cfg.spec, params=cfg.params, seed=seed, exp=exp,
                   quick=quick, neurons=neurons, out=out,
                   log=lambda msg: log(f"[{name}] {msg}"))
-    summary = mod.run(ctx)  # checks its own config first: nothing is written before
+    summary = mod.run(ctx)  # load() has checked the config: nothing is written before
     wall = time.perf_counter() - t0
     out.mkdir(parents=True, exist_ok=True)
     checks = [c.as_dict() for c in mod.checks(summary, quick)]

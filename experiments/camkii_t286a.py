@@ -47,20 +47,25 @@ SUMMARY_KEYS = ("wt_pct_5min", "wt_pct_60min", "t286a_pct_5min", "t286a_pct_60mi
 GENOTYPES = ("wt", "t286a")
 
 
-def run(ctx) -> dict:
-    e = ctx.exp
+def validate(spec: lt.ModelSpec, params: lt.Params, e: dict) -> None:
+    """ExperimentError naming the key unless the config suits the protocol."""
     check_common(e)
     tet_len = e["n_pulses"] * 1000.0 / e["freq_hz"]
     if not tet_len + 2000.0 <= e["early_ms"] < e["after_ms"]:
         raise ExperimentError(f"[experiment] early_ms must lie between the end of the "
                               f"tetanus (+2 s) and after_ms = {e['after_ms'] / MIN:g} "
                               f"min, got early_ms={e['early_ms'] / MIN:g} min")
-    if ctx.spec.t286a:
+    if spec.t286a:
         raise ExperimentError("[spec] t286a must be false: the experiment runs both "
                               "genotypes, got t286a=True")
-    if ctx.spec.fused:
+    if spec.fused:
         raise ExperimentError("[spec] fused must be false: the fused engine has no "
                               "T286A switch, got fused=True")
+
+
+def run(ctx) -> dict:
+    e = ctx.exp
+    tet_len = e["n_pulses"] * 1000.0 / e["freq_hz"]
     t_tet = e["baseline_ms"]
     t_end = t_tet + e["after_ms"]
     prot = lt.Protocol().tetanus("S1", t_tet, e["freq_hz"], e["n_pulses"])

@@ -118,7 +118,8 @@ def check_stet(exp: dict):
             f"{exp['freq_hz']} Hz)")
 
 
-def validate(exp: dict):
+def validate(spec: lt.ModelSpec, params: lt.Params, exp: dict) -> None:
+    """ExperimentError naming the key unless the config suits the protocol."""
     positive(exp, "duration_ms", "freq_hz", "wtet_pulses", "stet_pulses",
              "stet_trains", "stet_interval_ms", "induced_ms", "early_ms", "decay_ms")
     check_clock(exp)
@@ -174,7 +175,6 @@ def _grid(t: float, g: float = 1000.0) -> float:
 
 def run(ctx) -> dict:
     exp, spec = ctx.exp, ctx.spec
-    validate(exp)
     t0 = exp["baseline_ms"]
     t_base = t0 - 1000.0
     end = t0 + exp["duration_ms"]

@@ -35,7 +35,8 @@ BANDS = {0.5: (-10.0, -5.0), 1.0: (-20.0, -20.0), 3.0: (-20.0, -15.0),
 TOL = 10.0
 
 
-def _validate(spec: lt.ModelSpec, exp: dict) -> None:
+def validate(spec: lt.ModelSpec, params: lt.Params, exp: dict) -> None:
+    """ExperimentError naming the key unless the config suits the protocol."""
     for key in ("pathway", "control"):
         if exp[key] not in spec.pathway_names:
             raise ExperimentError(f"[experiment] {key} must be one of the pathways "
@@ -122,8 +123,7 @@ def crossover(freqs, change) -> float | None:
 
 
 def run(ctx) -> dict:
-    spec, exp = ctx.spec, ctx.exp
-    _validate(spec, exp)
+    exp = ctx.exp
     freqs = [float(f) for f in exp["freqs_hz"]]
     t0, n = exp["baseline_ms"], exp["n_pulses"]
     prots = [lt.Protocol().train(exp["pathway"], t0, f, n) for f in freqs]

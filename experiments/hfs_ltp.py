@@ -192,15 +192,18 @@ def neuron_panel(ax, groups: dict, ylabel: str):
 
 # --------------------------------------------------------------------------- experiment
 
-def run(ctx) -> dict:
-    e = ctx.exp
+def validate(spec: lt.ModelSpec, params: lt.Params, e: dict) -> None:
+    """ExperimentError naming the key unless the config suits the protocol."""
     check_common(e)
     need(e, "apv_before_ms", e["apv_before_ms"] >= 0, "a time >= 0")
     need(e, "apv_after_ms", e["apv_after_ms"] > e["n_pulses"] * 1000.0 / e["freq_hz"],
          "longer than the tetanus")
-    spec = ctx.spec
     for name in ("S1", "S2"):
         spec.pathway_index(name)
+
+
+def run(ctx) -> dict:
+    e, spec = ctx.exp, ctx.spec
     t_tet = e["baseline_ms"]
     tet_end = t_tet + e["n_pulses"] * 1000.0 / e["freq_hz"]
     t_end = t_tet + e["after_ms"]

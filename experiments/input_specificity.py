@@ -45,20 +45,24 @@ DEFAULTS = {
 SUMMARY_KEYS = ("s1_change_pct", "s2_change_pct")
 
 
-def run(ctx) -> dict:
-    e = ctx.exp
+def validate(spec: lt.ModelSpec, params: lt.Params, e: dict) -> None:
+    """ExperimentError naming the key unless the config suits the protocol."""
     check_common(e)
-    spec = ctx.spec
     for name in ("S1", "S2"):
         spec.pathway_index(name)
     tet_len = e["n_pulses"] * 1000.0 / e["freq_hz"]
-    t_tet = e["baseline_ms"]
-    t_end = t_tet + e["after_ms"]
     if e["after_ms"] < tet_len + 5000.0:
         raise ExperimentError(
             f"[experiment] after_ms must cover the tetanus and 5 s more "
             f"({(tet_len + 5000.0) / 1000:g} s), got after_ms="
             f"{e['after_ms'] / 1000:g} s")
+
+
+def run(ctx) -> dict:
+    e, spec = ctx.exp, ctx.spec
+    tet_len = e["n_pulses"] * 1000.0 / e["freq_hz"]
+    t_tet = e["baseline_ms"]
+    t_end = t_tet + e["after_ms"]
     prot = lt.Protocol().tetanus("S1", t_tet, e["freq_hz"], e["n_pulses"])
     prot = probe(prot, ("S1", "S2"), e["test_every_ms"], t_end,
                  skip=[(t_tet - 2000.0, t_tet + tet_len + 2000.0)])

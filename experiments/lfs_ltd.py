@@ -52,8 +52,8 @@ SUMMARY_KEYS = ("change_pct_60min", "depotentiation_pct", "apv_change_pct_60min"
 CONDITIONS = ("naive LFS", "tetanus, then LFS", "naive LFS + APV", "tetanus only")
 
 
-def run(ctx) -> dict:
-    e = ctx.exp
+def validate(spec: lt.ModelSpec, params: lt.Params, e: dict) -> None:
+    """ExperimentError naming the key unless the config suits the protocol."""
     check_common(e)
     need(e, "lfs_freq_hz", 0 < e["lfs_freq_hz"] <= 50, "in (0, 50] Hz")
     need(e, "lfs_pulses", e["lfs_pulses"] >= 1, "a positive number of pulses")
@@ -63,9 +63,13 @@ def run(ctx) -> dict:
     need(e, "apv_before_ms", 0 <= e["apv_before_ms"] < e["gap_ms"] - tet_len,
          "a time >= 0 that ends after the tetanus (shorter than gap_ms)")
     need(e, "apv_after_ms", e["apv_after_ms"] >= 0, "a time >= 0")
-    spec = ctx.spec
     for name in ("S1", "S2"):
         spec.pathway_index(name)
+
+
+def run(ctx) -> dict:
+    e, spec = ctx.exp, ctx.spec
+    tet_len = e["n_pulses"] * 1000.0 / e["freq_hz"]
     t_tet = e["baseline_ms"]
     t_lfs = t_tet + e["gap_ms"]
     lfs_len = (e["lfs_pulses"] - 1) * 1000.0 / e["lfs_freq_hz"]

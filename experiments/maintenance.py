@@ -65,7 +65,8 @@ DEFAULTS = {
 SUMMARY_KEYS = ("pct_at_1h", "pct_at_24h")
 
 
-def validate(exp: dict):
+def validate(spec: lt.ModelSpec, params: lt.Params, exp: dict) -> None:
+    """ExperimentError naming the key unless the config suits the protocol."""
     positive(exp, "duration_ms", "test_every_ms", "freq_hz", "stet_pulses",
              "stet_trains", "stet_interval_ms", "early_ms", "snapshot_every_ms")
     check_clock(exp)
@@ -124,7 +125,6 @@ def test_pulses(exp: dict, t0: float, t1: float) -> lt.Protocol:
 
 def run(ctx) -> dict:
     exp, spec = ctx.exp, ctx.spec
-    validate(exp)
     t0 = exp["baseline_ms"]
     t_base, t_early, end = t0 - 1000.0, t0 + exp["early_ms"], t0 + exp["duration_ms"]
     g = exp["coarse_record_ms"]

@@ -79,7 +79,8 @@ _TAU_A0 = lt.Params().homeostasis.tau_a
 _TAU_R0 = lt.Params().homeostasis.tau_r
 
 
-def _validate(exp: dict, spec: lt.ModelSpec, params: lt.Params) -> None:
+def validate(spec: lt.ModelSpec, params: lt.Params, exp: dict) -> None:
+    """ExperimentError naming the key unless the config suits the protocol."""
     def bad(key, allowed):
         raise ExperimentError(
             f"[experiment] {key} must be {allowed}, got {key}={exp[key]!r}")
@@ -170,7 +171,6 @@ def _ratios(w1, w0):
 
 def run(ctx) -> dict:
     spec, exp = ctx.spec, ctx.exp
-    _validate(exp, spec, ctx.params)
     K = exp["speedup"]
     p = _params(ctx.params, K)
     T = exp["treatment_ms"] / K

@@ -49,7 +49,8 @@ SUMMARY_KEYS = ("volume_fold", "conductance_fold", "area_fold")
 UNCAGED = "U"  # the pathway of the single uncaged input
 
 
-def _validate(exp: dict, spec: lt.ModelSpec) -> None:
+def validate(spec: lt.ModelSpec, params: lt.Params, exp: dict) -> None:
+    """ExperimentError naming the key unless the config suits the protocol."""
     if exp["n_pulses"] < 1:
         raise ExperimentError(
             f"[experiment] n_pulses must be >= 1, got n_pulses={exp['n_pulses']}")
@@ -98,7 +99,6 @@ def network(spec: lt.ModelSpec, params: lt.Params, seed: int):
 
 def run(ctx) -> dict:
     spec, params, exp = ctx.spec, ctx.params, ctx.exp
-    _validate(exp, spec)
     conn, state, small = network(spec, params, ctx.seed)
     t0 = exp["start_ms"]
     prot = lt.Protocol().train(UNCAGED, t0, exp["freq_hz"], exp["n_pulses"])

@@ -61,7 +61,8 @@ def _bi_poo_points():
     return np.array([[float(r["dt_ms"]), (float(r["ratio"]) - 1) * 100] for r in rows])
 
 
-def _validate(spec: lt.ModelSpec, exp: dict) -> None:
+def validate(spec: lt.ModelSpec, params: lt.Params, exp: dict) -> None:
+    """ExperimentError naming the key unless the config suits the protocol."""
     for key in ("pathway", "control"):
         if exp[key] not in spec.pathway_names:
             raise ExperimentError(f"[experiment] {key} must be one of the pathways "
@@ -89,8 +90,7 @@ def _validate(spec: lt.ModelSpec, exp: dict) -> None:
 
 
 def run(ctx) -> dict:
-    spec, exp = ctx.spec, ctx.exp
-    _validate(spec, exp)
+    exp = ctx.exp
     dts = [float(d) for d in exp["delta_t"]]
     t0 = exp["baseline_ms"]
     prots = [lt.Protocol().pairing(exp["pathway"], t0, exp["pair_freq_hz"],

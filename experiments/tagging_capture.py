@@ -65,7 +65,8 @@ SUMMARY_KEYS = ("s2_alone_pct_8h", "s2_after_strong_pct_8h", "s2_before_1h_pct_8
                 "s2_before_4h_pct_8h")
 
 
-def validate(exp: dict):
+def validate(spec: lt.ModelSpec, params: lt.Params, exp: dict) -> None:
+    """ExperimentError naming the key unless the config suits the protocol."""
     positive(exp, "readout_ms", "after_ms", "before_short_ms", "before_long_ms",
              "freq_hz", "wtet_pulses", "stet_pulses", "stet_trains", "stet_interval_ms")
     check_clock(exp)
@@ -95,7 +96,6 @@ CONDITIONS = ("s2_alone", "s2_after_strong", "s2_before_1h", "s2_before_4h")
 
 def run(ctx) -> dict:
     exp, spec = ctx.exp, ctx.spec
-    validate(exp)
     w_at = exp["baseline_ms"] + exp["after_ms"]  # the WTET of S2 in every member
     t_base = exp["baseline_ms"] - 1000.0
     end = w_at + exp["readout_ms"]

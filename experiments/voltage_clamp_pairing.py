@@ -34,7 +34,8 @@ SUMMARY_KEYS = ("clamp_mv", "change_pct")
 NONE_BAND = 5.0  # |change| [%] that counts as "no change"
 
 
-def _validate(spec: lt.ModelSpec, exp: dict) -> None:
+def validate(spec: lt.ModelSpec, params: lt.Params, exp: dict) -> None:
+    """ExperimentError naming the key unless the config suits the protocol."""
     for key in ("pathway", "control"):
         if exp[key] not in spec.pathway_names:
             raise ExperimentError(f"[experiment] {key} must be one of the pathways "
@@ -64,8 +65,7 @@ def _validate(spec: lt.ModelSpec, exp: dict) -> None:
 
 
 def run(ctx) -> dict:
-    spec, exp = ctx.spec, ctx.exp
-    _validate(spec, exp)
+    exp = ctx.exp
     vs = [float(v) for v in exp["clamp_mv"]]
     t0 = exp["baseline_ms"]
     prot = lt.Protocol().train(exp["pathway"], t0, exp["freq_hz"], exp["n_pulses"])

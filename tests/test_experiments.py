@@ -308,7 +308,13 @@ def toy(tmp_path, monkeypatch):
         return {"n": ctx.exp["n_pulses"], "every": ctx.exp["every_ms"],
                 "n_post": ctx.spec.n_post, "seed": ctx.seed}
 
+    def validate(spec, params, exp):
+        if exp["n_pulses"] < 1:
+            raise ex.ExperimentError(f"[experiment] n_pulses must be >= 1, got "
+                                     f"n_pulses={exp['n_pulses']}")
+
     mod.run = run
+    mod.validate = validate
     mod.checks = lambda s, quick: [cm.check("n", s["n"], "> 3", s["n"] > 3, "{:.0f}")]
     mod.plot = lambda s, path: Path(path).write_bytes(b"png")
     monkeypatch.setitem(sys.modules, "experiments.toy", mod)
@@ -346,6 +352,8 @@ def test_quick_neurons_seed_and_set_apply(toy, tmp_path):
     ('[experiment]\nevery_ms = "2 parsecs"\n', "unknown unit 'parsecs'"),
     ('[protocol]\nx = 1\n', "\\[protocol\\] is not used by experiments"),
     ('[spec]\nn_post = -1\n', "n_post"),
+    ('[experiment]\nn_pulses = 0\n',
+     "toy.toml: \\[experiment\\] n_pulses must be >= 1, got n_pulses=0"),
 ])
 def test_bad_config_is_named_before_work(toy, tmp_path, text, msg):
     (toy / "toy.toml").write_text(text)
@@ -420,3 +428,32 @@ def test_an_experiment_s_own_checks_exit_2_with_one_line(capsys, tmp_path, name,
     assert main(args) == 2
     assert msg in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_all_checks_every_config_before_it_runs_any(capsys, tmp_path, monkeypatch):
+    """`ltpnet experiment all --neurons 1`: only spine_structure (the eleventh)
+    needs two cells; the run stops there before the first experiment starts."""
+    from ltpnet.cli import main
+
+    started = []
+    for name in ex.available():
+        monkeypatch.setattr(ex._module(name), "run",
+                            lambda ctx: started.append(ctx.name) or {})
+    out = tmp_path / "out"
+    assert main(["experiment", "all", "--neurons", "1", "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "spine_structure.toml: [spec] n_post must be >= 2 (small and large " \
+           "spines), got n_post=1" in err
+    assert started == [] and not out.exists()
+
+
+@pytest.mark.parametrize("name", ex.available())
+def test_every_experiment_validates_its_config_at_load(name, monkeypatch):
+    """`load` calls the module's own `validate`, which sees the spec, the
+    parameters and the [experiment] table with times in ms."""
+    seen = []
+    monkeypatch.setattr(ex._module(name), "validate",
+                        lambda spec, params, exp: seen.append((spec.n_post, exp)))
+    cfg, exp = ex.load(name, quick=True, neurons=3)
+    assert seen == [(3, exp)] and cfg.spec.n_post == 3
+    assert all(isinstance(v, float) for k, v in exp.items() if k.endswith("_ms"))
