@@ -11,8 +11,10 @@ stdp network):
   there: sigma above theta_d, sigma_p above theta_p.
 - Frequency trains (the frequency_response network): 20 pulses at 1, 3, 5, 10, 20
   and 50 Hz. Printed: the time per pulse that the median S1 synapse spends above
-  theta_d and above theta_p. Dudek & Bear's curve needs LTD to weaken from 3 to
-  10 Hz; this shows what the model's calcium does there.
+  theta_d and above theta_p, and its peak calcium; the same for 5 pulses at 1 Hz with
+  the membrane clamped at -55, -40 and -30 mV. Dudek & Bear's curve needs LTD to
+  weaken from 3 to 10 Hz; this shows what the model's calcium does there, beside the
+  clamped pulses that must depress (-55, -40 mV) and potentiate (-30 mV).
 - Pairings (the stdp network, configs/experiments/stdp.toml, with its culture switch
   and its own number of cells whatever `--neurons` says): 3 pairings at 1 Hz at Bi &
   Poo's mean Δt per bin. Printed: the time per pair that the median S1 synapse spends
@@ -61,14 +63,21 @@ def calcium_times(spec, params, seed: int, prot: lt.Protocol, t_end: float):
 
 
 def train_times(spec, params, seed: int, freq_hz: float, n_pulses: int = 20):
-    """`(t_d, t_p)` per pulse [ms] of each S1 synapse over a train of `n_pulses` at
-    `freq_hz` (the time above each threshold from the first pulse to 300 ms after the
-    last, divided by `n_pulses`)."""
+    """`(t_d, t_p, c_max)` of each S1 synapse over a train of `n_pulses` at `freq_hz`:
+    the time above each threshold per pulse [ms] (from the first pulse to 300 ms after
+    the last, divided by `n_pulses`) and the peak calcium."""
     start = 100.0
     prot = lt.Protocol().train("S1", start, freq_hz, n_pulses)
     t_end = start + (n_pulses - 1) * 1000.0 / freq_hz + 300.0
-    t_d, t_p, _ = calcium_times(spec, params, seed, prot, t_end)
-    return t_d / n_pulses, t_p / n_pulses
+    t_d, t_p, c_max = calcium_times(spec, params, seed, prot, t_end)
+    return t_d / n_pulses, t_p / n_pulses, c_max
+
+
+def clamp_times(spec, params, seed: int, v_clamp: float, n_pulses: int = 5):
+    """`train_times` of 1 Hz pulses with the membrane clamped at `v_clamp` [mV]."""
+    clamped = params.with_values("pharmacology", clamp_on=0.0, clamp_off=1e9)
+    return train_times(spec, clamped.with_values("neuron", V_clamp=v_clamp), seed, 1.0,
+                       n_pulses)
 
 
 def pairing_times(spec, params, seed: int, delta_t: float, n_pairs: int = 3):
@@ -149,10 +158,16 @@ def main(argv=None) -> int:
               f"peak c median {np.median(c_max):.3g}")
     cfg, _ = load("frequency_response", overrides=n)
     print("frequency trains, frequency_response network (20 pulses; ms per pulse "
-          "above theta_d / theta_p, median over S1 synapses):")
+          "above theta_d / theta_p, and peak c, median over S1 synapses; theta_p = "
+          f"{float(cfg.params.plasticity.theta_p):.3g}):")
     for f in (1.0, 3.0, 5.0, 10.0, 20.0, 50.0):
-        t_d, t_p = train_times(cfg.spec, cfg.params, args.seed, f)
-        print(f"  {f:4g} Hz  {np.median(t_d):6.1f} / {np.median(t_p):6.1f}")
+        t_d, t_p, c_max = train_times(cfg.spec, cfg.params, args.seed, f)
+        print(f"  {f:4g} Hz  {np.median(t_d):6.1f} / {np.median(t_p):6.1f}; "
+              f"peak c {np.median(c_max):.3g}")
+    for v in (-55.0, -40.0, -30.0):
+        t_d, t_p, c_max = clamp_times(cfg.spec, cfg.params, args.seed, v)
+        print(f"  1 Hz clamped at {v:g} mV  {np.median(t_d):6.1f} / "
+              f"{np.median(t_p):6.1f}; peak c {np.median(c_max):.3g}")
     cfg, _ = load("stdp")  # its own 40 cells: the outcome below is the experiment's
     print(f"pairings at 1 Hz, stdp network ({cfg.spec.n_post} neurons; 3 pairs; ms per "
           "pair above theta_d / theta_p, median over S1 synapses):")

@@ -8,6 +8,7 @@ import ltpnet as lt
 from experiments import load
 from experiments.switch_probes import (
     calcium_times,
+    clamp_times,
     gb_readout,
     mean_abs_early_change,
     pairing_outcome,
@@ -48,10 +49,23 @@ def test_train_times_per_pulse_grow_as_pulses_sum():
     slow = train_times(cfg.spec, cfg.params, 1, 1.0, n_pulses=5)
     fast = train_times(cfg.spec, cfg.params, 1, 10.0, n_pulses=5)
     assert slow[0].shape == fast[0].shape and slow[0].size > 0
-    for t_d, t_p in (slow, fast):
+    for t_d, t_p, _ in (slow, fast):
         assert np.all(t_p <= t_d) and np.all(t_d >= 0.0)
     assert np.all(fast[0] >= slow[0])
     assert fast[0].mean() > slow[0].mean()
+    assert np.median(fast[2]) > np.median(slow[2])  # the peak calcium too
+
+
+def test_clamped_pulses_carry_the_mg_block_ratio():
+    """1 Hz pulses clamped at -40 mV against -55 mV: calcium does not sum across
+    1-s gaps and a clamped membrane has no EPSP, so the peak calcium of each synapse
+    grows by the Jahr-Stevens ratio B(-40)/B(-55), computed here independently."""
+    cfg, _ = load("frequency_response", overrides=["spec.n_post=2"])
+    lo = clamp_times(cfg.spec, cfg.params, 1, -55.0, n_pulses=2)
+    hi = clamp_times(cfg.spec, cfg.params, 1, -40.0, n_pulses=2)
+    mg = float(cfg.params.calcium.Mg)
+    block = lambda v: 1.0 / (1.0 + mg / 3.57 * np.exp(-0.062 * v))  # noqa: E731
+    np.testing.assert_allclose(hi[2] / lo[2], block(-40.0) / block(-55.0), rtol=1e-3)
 
 
 def test_mean_abs_early_change_grows_with_the_train():
