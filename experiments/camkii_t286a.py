@@ -58,9 +58,6 @@ def validate(spec: lt.ModelSpec, params: lt.Params, e: dict) -> None:
     if spec.t286a:
         raise ExperimentError("[spec] t286a must be false: the experiment runs both "
                               "genotypes, got t286a=True")
-    if spec.fused:
-        raise ExperimentError("[spec] fused must be false: the fused engine has no "
-                              "T286A switch, got fused=True")
 
 
 def run(ctx) -> dict:

@@ -209,7 +209,7 @@ def unpack_all(tree):
 
 def synapse_block(
     cr, s, bits, beta, gamma, pre_idx, co: Coeffs, drift_block: bool, noise=None,
-    switch=None,
+    switch=None, relax_to=None,
 ):
     """Advance every synapse `(n_post, k)` of packed `cr` through one block.
 
@@ -231,6 +231,9 @@ def synapse_block(
             `ltpnet.step.switch_variates` (`rng = "hash"`), drawn for the synapse
             ids `ids` `(n_post, k)` (`i * k + kk`), so that both engines draw the
             same noise.
+        relax_to: `(n_post, k)` late state z for CaMKII T286A (`spec.t286a`): the
+            switch cannot latch, so the cubic drift is replaced by relaxation to z,
+            -dt/tau_T286A (rho - z), as in `plasticity.update_rho`; else None.
 
     Returns:
         The packed state after the block (rho clipped to [0, 1] at the end unless
@@ -263,7 +266,7 @@ def synapse_block(
         m = jnp.where(ltp, m_p, jnp.where(c > pl.theta_d, m_d, 1.0))
         new = r * m + jnp.where(ltp, a_p, 0.0)
         if not drift_block:
-            new = new - kr * (r * (1 - r) * (pl.rho_star - r))
+            new = new - _drift(r, kr, co.k286, pl.rho_star, relax_to)
         if switch is not None:
             seed, step0, ids = switch
             xi = irwin_hall(synapse.hash_bits(seed, step0 + t, 0, ids), dt)
@@ -271,12 +274,20 @@ def synapse_block(
             new = new + (co.kn * xi) * sd
         r = new
     if drift_block:
-        r = r - (T * kr) * (r * (1 - r) * (pl.rho_star - r))
+        r = r - _drift(r, T * kr, T * co.k286, pl.rho_star, relax_to)
     if switch is None:
         r = jnp.clip(r, 0.0, 1.0)
     if jnp.iscomplexobj(cr):
         return jax.lax.complex(c, r)
     return encode(c, r, "bfloat16", noise)
+
+
+def _drift(r, kr, k286, rho_star, relax_to):
+    """The switch's own drift over kr = dt/tau_rho: the cubic that latches it, or
+    with T286A (`relax_to` = z) the relaxation to the late state over k286."""
+    if relax_to is None:
+        return kr * (r * (1 - r) * (rho_star - r))
+    return k286 * (r - relax_to)
 
 
 def _in_memory(tree, step_idx):
@@ -544,6 +555,7 @@ def run_impl(
                 spec.rho_drift == "block",
                 noise,
                 switch,
+                st.syn.z if spec.t286a else None,
             )
         else:
             s_tab, b_tab = _in_memory((s2.reshape(-1), bits2.reshape(-1)), idx[0])
@@ -558,6 +570,7 @@ def run_impl(
                 spec.rho_drift == "block",
                 noise,
                 switch,
+                st.syn.z if spec.t286a else None,
             )
         st = State(pre=pre, post=post, syn=st.syn.replace(cr=cr), inh=inh)
         if spec.phases:  # slow_every is a multiple of T: at most one tick per block
@@ -640,6 +653,8 @@ def traffic(spec: ModelSpec, conn: Connectivity, obs: Observe | None = None) -> 
         "inputs: draw, s, spike bits (read+write)": 2 * n_pre * (f + 4) + n_pre * 4,
         "neurons: v, g, g_I, bap, refrac, r, a (read+write)": 2 * 7 * n_post * f,
     }
+    if spec.t286a:
+        items["synapses: read z (T286A)"] = n_syn * f / T
     if spec.n_inh:
         items["interneurons and GABA_A input"] = (
             2 * 4 * spec.n_inh * f

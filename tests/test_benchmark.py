@@ -144,6 +144,25 @@ def test_fused_switch_noise_equals_step_engine(x64, phases):
     assert np.abs(rho - np.asarray(quiet.state.syn.rho)).max() > 0.1
 
 
+
+@pytest.mark.parametrize("noise", [False, True])
+def test_fused_t286a_equals_step_engine(x64, noise):
+    """CaMKII T286A on the fused engine: no cubic; the switch relaxes to z, as in
+    the per-step engine (here over tau_T286A = 50 ms, so that it shows within the
+    run: the relaxation pulls rho back from where the wild type's cubic holds it)."""
+    spec = ltpnet.ModelSpec(**ENGINES_NET, phases=True, slow_every=5, t286a=True,
+                            switch_noise=noise)
+    params = (ltpnet.Params().with_values("input", rate=5.0)
+              .with_values("consolidation", tau_t286a=50.0))
+    obs = ltpnet.Observe(every=50, variables=("fepsp", "v", "rho"), spike_neurons=30)
+    proto = ltpnet.Protocol().train("a", at=10.0, freq=100.0, n=30)
+    step = engines_agree(spec, params, 400.0, 3, obs, proto,
+                         ("c", "rho", "rho_lag", "rho_ref", "z"))
+    wild = ltpnet.simulate(ltpnet.ModelSpec(**{**vars(spec), "t286a": False}),
+                           params, 400.0, seed=3, observe=obs, protocol=proto)
+    assert np.abs(np.asarray(step.state.syn.rho)
+                  - np.asarray(wild.state.syn.rho)).max() > 0.1
+
 def test_fused_switch_noise_chunked_equals_unbroken():
     """The noise of a synapse is a function of (seed, step, synapse): a fused run
     with blocks of 5 steps cut into chunks of one record equals an unbroken one."""

@@ -405,10 +405,9 @@ def test_every_experiment_of_the_issue_is_registered():
 
 
 @pytest.mark.parametrize(("name", "sets", "msg"), [
-    ("camkii_t286a",
-     ["spec.fused=true", "spec.syn_block=5", 'spec.ampa="event"', 'spec.rng="hash"'],
-     "[spec] fused must be false: the fused engine has no T286A switch, got "
-     "fused=True"),
+    ("camkii_t286a", ["spec.t286a=true"],
+     "[spec] t286a must be false: the experiment runs both genotypes, got "
+     "t286a=True"),
     ("spine_structure", ["experiment.n_pulses=0"],
      "[experiment] n_pulses must be >= 1, got n_pulses=0"),
     ("scaling", ["spec.homeostasis=false"],
@@ -416,8 +415,8 @@ def test_every_experiment_of_the_issue_is_registered():
 ])
 def test_an_experiment_s_own_checks_exit_2_with_one_line(capsys, tmp_path, name, sets,
                                                          msg):
-    """Checks an experiment makes of its config (T286A runs on the per-step engine
-    only, the uncaging train needs a pulse, scaling needs homeostasis) print one
+    """Checks an experiment makes of its config (camkii_t286a sets the genotype
+    itself, the uncaging train needs a pulse, scaling needs homeostasis) print one
     error line and exit 2, with no traceback, and write nothing."""
     from ltpnet.cli import main
 
