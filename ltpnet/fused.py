@@ -209,7 +209,7 @@ def unpack_all(tree):
 
 def synapse_block(
     cr, s, bits, beta, gamma, pre_idx, co: Coeffs, drift_block: bool, noise=None,
-    switch=None, relax_to=None,
+    switch=None, relax_to=None, decay=None,
 ):
     """Advance every synapse `(n_post, k)` of packed `cr` through one block.
 
@@ -231,6 +231,10 @@ def synapse_block(
             `ltpnet.step.switch_variates` (`rng = "hash"`), drawn for the synapse
             ids `ids` `(n_post, k)` (`i * k + kk`), so that both engines draw the
             same noise.
+        decay: Per-step decay of the gathered trace; None: the NMDA trace's, e^{-dt/
+            tau_N}. 0 for linear calcium (`spec.calcium = "linear"`), where `s` and
+            `bits` hold the delayed input spikes themselves, `beta` is C_pre and
+            `gamma` C_post y.
         relax_to: `(n_post, k)` late state z for CaMKII T286A (`spec.t286a`): the
             switch cannot latch, so the cubic drift is replaced by relaxation to z,
             -dt/tau_T286A (rho - z), as in `plasticity.update_rho`; else None.
@@ -253,6 +257,7 @@ def synapse_block(
         sd_d = jnp.sqrt(pl.sigma**2)
         sd_p = jnp.sqrt(pl.sigma**2 + pl.sigma_p**2)
     s_syn = synapse.take(s, pre_idx)
+    eN = co.eN if decay is None else decay
     if bits is not None:  # gather a float view of the bits: XLA then fuses the gather
         b = jax.lax.bitcast_convert_type(
             synapse.take(jax.lax.bitcast_convert_type(bits, jnp.float32), pre_idx),
@@ -260,7 +265,7 @@ def synapse_block(
         )
     for t in range(T):
         if bits is not None:
-            s_syn = s_syn * co.eN + ((b >> t) & 1).astype(dt)
+            s_syn = s_syn * eN + ((b >> t) & 1).astype(dt)
         c = c * co.eCa + (beta[t][:, None] * s_syn + gamma[t][:, None])
         ltp = c > pl.theta_p
         m = jnp.where(ltp, m_p, jnp.where(c > pl.theta_d, m_d, 1.0))
@@ -398,6 +403,7 @@ def run_impl(
         path2 = synapse.word_layout(jnp.asarray(conn.pre_pathway, jnp.int32))
     pl = p.plasticity
     k = spec.k
+    linear = spec.calcium == "linear"
 
     def draw(d, idx):
         """Packed input spikes `(ceil(n_pre / 32),)` of step `idx` (none under TTX)."""
@@ -412,7 +418,7 @@ def run_impl(
         return jnp.where(_on(co, "ttx", idx), jnp.uint32(0), words)
 
     def neuron_step(carry, xs):
-        s2, post, inh, bits2 = carry
+        s2, post, inh, bits2, xh, dbits2 = carry
         d, idx, u, words, t = xs
         # per input, in the (32, nw) word layout (input b * nw + w at [b, w]): the NMDA
         # trace and the spike bits of the block, carried through the loop so that the
@@ -421,6 +427,13 @@ def run_impl(
         s2 = s2 * co.eN + x2.astype(s2.dtype)
         bits2 = bits2 | (x2 << t.astype(jnp.uint32))
         x = x2.reshape(-1)[: spec.n_pre].astype(bool)
+        if linear:  # the spikes that reach the calcium, ca_delay_steps late
+            x_ca = x
+            if spec.ca_delay_steps > 0:
+                slot = idx % spec.ca_delay_steps
+                x_ca, xh = xh[slot], xh.at[slot].set(x)
+            dbits2 = dbits2 | (synapse.word_layout(x_ca.astype(jnp.uint32))
+                               << t.astype(jnp.uint32))
         ttx = _on(co, "ttx", idx)
         clamp = _on(co, "clamp", idx)
         # AMPA: efficacies of the block start, scaling factor of the last step
@@ -437,8 +450,12 @@ def run_impl(
             ttx,
             clamp,
         )
-        B = neuron.mg_block(v + bap, p.calcium.Mg)
-        kN = co.kN * (1 - jnp.where(_on(co, "apv", idx), p.pharmacology.apv, 0.0))
+        if linear:  # calcium per delayed spike, C_pre
+            beta = jnp.broadcast_to(p.calcium.C_pre, v.shape).astype(v.dtype)
+        else:  # NMDA calcium per unit trace
+            B = neuron.mg_block(v + bap, p.calcium.Mg)
+            apv = jnp.where(_on(co, "apv", idx), p.pharmacology.apv, 0.0)
+            beta = co.kN * (1 - apv) * B
         r = homeostasis.update_rate(post.r, yf, co.eR, co.r_inc)
         a = post.a
         if spec.homeostasis:
@@ -449,7 +466,7 @@ def run_impl(
                 else jnp.where((idx + 1) % spec.slow_every == 0, scaled, a)
             )
         post = post.replace(v=v, g=g, g_I=g_I, bap=bap, refrac=refrac, r=r, a=a)
-        return (s2, post, inh, bits2), (kN * B, y, x[:n_in])
+        return (s2, post, inh, bits2, xh, dbits2), (beta, y, x[:n_in])
 
     def slow_synapses(st, idx_last):
         """The synaptic part of `slow_step` (phases), after fast step `idx_last`."""
@@ -519,12 +536,16 @@ def run_impl(
             )
         # 3. the inputs and neurons, step by step
         s2 = synapse.word_layout(st.pre.s, 0.0)
-        carry0 = (s2, st.post, st.inh, jnp.zeros(s2.shape, jnp.uint32))
-        (s2_end, post, inh, bits2), (beta, y, xs_) = jax.lax.scan(
+        zeros = jnp.zeros(s2.shape, jnp.uint32)
+        dbits0 = zeros if linear else None  # the delayed spike bits (linear calcium)
+        carry0 = (s2, st.post, st.inh, zeros, st.pre.x_hist, dbits0)
+        (s2_end, post, inh, bits2, xh, dbits2), (beta, y, xs_) = jax.lax.scan(
             neuron_step, carry0, (d, idx, u, words, jnp.arange(T, dtype=jnp.int32))
         )
-        pre = st.pre.replace(s=s2_end.reshape(-1)[: spec.n_pre])
-        gamma = p.calcium.C_bAP * y.astype(beta.dtype)  # bAP calcium of each step
+        pre = st.pre.replace(s=s2_end.reshape(-1)[: spec.n_pre], x_hist=xh)
+        # calcium of a post spike: the bAP's C_bAP, or C_post of linear calcium
+        gamma = (p.calcium.C_post if linear else p.calcium.C_bAP) * y.astype(beta.dtype)
+        decay = 0.0 if linear else None
         ys, counts = y[:, :n_sp], jnp.sum(y, axis=1, dtype=jnp.int32)
         # 4. every synapse, once
         if after is not None:  # a data dependency: the read-out must come first
@@ -543,7 +564,8 @@ def run_impl(
             )
         switch = (sw_seed, idx[0], sw_ids) if spec.switch_noise else None
         if T == 1:
-            s_tab = _in_memory(s2_end.reshape(-1), idx[0])
+            s_now = (dbits2 & 1).astype(s2.dtype) if linear else s2_end
+            s_tab = _in_memory(s_now.reshape(-1), idx[0])
             cr = synapse_block(
                 cr,
                 s_tab,
@@ -556,9 +578,11 @@ def run_impl(
                 noise,
                 switch,
                 st.syn.z if spec.t286a else None,
+                decay,
             )
         else:
-            s_tab, b_tab = _in_memory((s2.reshape(-1), bits2.reshape(-1)), idx[0])
+            b_now = dbits2 if linear else bits2
+            s_tab, b_tab = _in_memory((s2.reshape(-1), b_now.reshape(-1)), idx[0])
             cr = synapse_block(
                 cr,
                 s_tab,
@@ -571,6 +595,7 @@ def run_impl(
                 noise,
                 switch,
                 st.syn.z if spec.t286a else None,
+                decay,
             )
         st = State(pre=pre, post=post, syn=st.syn.replace(cr=cr), inh=inh)
         if spec.phases:  # slow_every is a multiple of T: at most one tick per block
@@ -655,6 +680,8 @@ def traffic(spec: ModelSpec, conn: Connectivity, obs: Observe | None = None) -> 
     }
     if spec.t286a:
         items["synapses: read z (T286A)"] = n_syn * f / T
+    if spec.calcium == "linear" and spec.ca_delay_steps:
+        items["inputs: delay ring buffer (read+write)"] = 2 * n_pre
     if spec.n_inh:
         items["interneurons and GABA_A input"] = (
             2 * 4 * spec.n_inh * f

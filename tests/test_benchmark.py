@@ -163,6 +163,51 @@ def test_fused_t286a_equals_step_engine(x64, noise):
     assert np.abs(np.asarray(step.state.syn.rho)
                   - np.asarray(wild.state.syn.rho)).max() > 0.1
 
+
+@pytest.mark.parametrize("delay", [0, 3])
+def test_fused_linear_calcium_equals_step_engine(x64, delay):
+    """Graupner-Brunel linear calcium on the fused engine: C_pre per input spike,
+    `delay` steps late (a ring buffer carried across blocks), C_post per post spike,
+    as in the per-step engine. The hippocampal-cultures set puts pulses near the
+    thresholds, and a strong rate makes the cells fire."""
+    spec = ltpnet.ModelSpec(**ENGINES_NET, phases=False, calcium="linear",
+                            ca_delay_steps=delay, rho_init="uniform")
+    params = (ltpnet.Params().with_values("input", rate=40.0)
+              .with_values("calcium", C_pre=0.58, C_post=1.76, tau_Ca=12.0)
+              .with_values("plasticity", theta_p=1.3, gamma_d=61.1, gamma_p=113.7))
+    obs = ltpnet.Observe(every=50, variables=("fepsp", "v", "rho"), spike_neurons=30)
+    proto = ltpnet.Protocol().train("a", at=10.0, freq=100.0, n=20)
+    step = engines_agree(spec, params, 300.0, 5, obs, proto)
+    assert step.post_spikes.sum() > 10
+    shifted = ltpnet.simulate(ltpnet.ModelSpec(**{**vars(spec),
+                                                  "ca_delay_steps": delay + 1}),
+                              params, 300.0, seed=5, observe=obs, protocol=proto)
+    assert np.abs(np.asarray(shifted.state.syn.c)
+                  - np.asarray(step.state.syn.c)).max() > 1e-3
+
+
+def test_fused_linear_calcium_in_blocks_equals_step_engine(x64):
+    """Blocks of 5 steps, the delay buffer crossing block and chunk boundaries: with
+    the switch held at 0 or 1 (gamma_d = gamma_p = 0; the cubic keeps both), the
+    weights do not move and the calcium of every synapse equals the per-step
+    engine's."""
+    spec = ltpnet.ModelSpec(**ENGINES_NET, phases=False, calcium="linear",
+                            ca_delay_steps=3, rho_init="bimodal")
+    params = (ltpnet.Params().with_values("input", rate=40.0)
+              .with_values("calcium", C_pre=0.58, C_post=1.76, tau_Ca=12.0)
+              .with_values("plasticity", gamma_d=0.0, gamma_p=0.0))
+    obs = ltpnet.Observe(every=50, variables=("c",), spike_neurons=30)
+    proto = ltpnet.Protocol().train("a", at=10.0, freq=100.0, n=20)
+    step = ltpnet.simulate(spec, params, 300.0, seed=5, observe=obs, protocol=proto)
+    fused = ltpnet.simulate(
+        ltpnet.ModelSpec(**{**vars(spec), "fused": True, "ampa": "event",
+                            "syn_block": 5}),
+        params, 300.0, seed=5, observe=obs, protocol=proto, records_per_chunk=3)
+    np.testing.assert_array_equal(fused.post_spikes, step.post_spikes)
+    assert step.post_spikes.sum() > 10
+    np.testing.assert_allclose(fused.records["c"], step.records["c"], **X64_RUN)
+    np.testing.assert_allclose(fused.state.syn.c, step.state.syn.c, **X64_RUN)
+
 def test_fused_switch_noise_chunked_equals_unbroken():
     """The noise of a synapse is a function of (seed, step, synapse): a fused run
     with blocks of 5 steps cut into chunks of one record equals an unbroken one."""
@@ -402,8 +447,9 @@ def test_pack_unpack_and_traffic():
 def test_fused_options_are_checked():
     with pytest.raises(ValueError, match="syn_block"):
         ltpnet.ModelSpec(syn_block=4).check()  # needs fused
-    with pytest.raises(ValueError, match="calcium"):
-        ltpnet.ModelSpec(fused=True, calcium="linear").check()
+    with pytest.raises(ValueError, match="nmda_current must be False when fused"):
+        ltpnet.ModelSpec(fused=True, nmda_current=True).check()
+    ltpnet.ModelSpec(fused=True, calcium="linear", t286a=True, phases=True).check()
     with pytest.raises(ValueError, match="slow_every"):
         ltpnet.ModelSpec(fused=True, syn_block=4, phases=True, slow_every=2).check()
     with pytest.raises(ValueError, match="every"):
