@@ -4,7 +4,7 @@ Each experiment NAME is a module `experiments/NAME.py` and a config
 `configs/experiments/NAME.toml`; run one with
 
     ltpnet experiment NAME [-o DIR] [--quick] [--neurons N] [--seed S] [--set K=V]
-    ltpnet experiment all -o DIR
+    ltpnet experiment all -o DIR [--fused]
 
 It writes `DIR/NAME/summary.json` (the measured values, the checks against the
 expected bands, how it was run), `DIR/NAME/NAME.png`, and rewrites `DIR/report.md`
@@ -123,9 +123,19 @@ def _kind_error(key: str, v, default) -> str | None:
     return None if ok else f"must be {want}, got {key}={v!r}"
 
 
+def fused_block(slow_every: int) -> int:
+    """Steps per synapse pass for `--fused`: the largest of 5, 4, 3, 2, 1 that divides
+    the slow clock (the synaptic slow step ends a block)."""
+    return next(b for b in (5, 4, 3, 2, 1) if slow_every % b == 0)
+
+
 def load(name: str, *, quick: bool = False, neurons: int | None = None,
-         overrides=(), params_file=None):
-    """Read and check the config of `name`: `(Config, exp)`; ExperimentError if bad."""
+         overrides=(), params_file=None, fused: bool = False):
+    """Read and check the config of `name`: `(Config, exp)`; ExperimentError if bad.
+
+    `fused`: run on the fused engine (`spec.fused`, event-driven AMPA input, and
+    `syn_block` from `fused_block` unless the config or `overrides` set it).
+    """
     from ltpnet.config import ConfigError, _Ctx, _resolve, apply_overrides, parse_time
 
     names = available()
@@ -153,6 +163,13 @@ def load(name: str, *, quick: bool = False, neurons: int | None = None,
         apply_overrides(raw, overrides, origins)
     except ConfigError as e:
         raise ExperimentError(f"{path}: {e}") from None
+    if fused:
+        sp = raw.setdefault("spec", {})
+        sp["fused"] = True
+        sp.setdefault("ampa", "event")
+        slow = sp.get("slow_every", 1)
+        if isinstance(slow, int) and not isinstance(slow, bool) and slow >= 1:
+            sp.setdefault("syn_block", fused_block(slow))  # else ModelSpec names it
     exp_raw = raw.pop("experiment", {})
     for t in ("protocol", "record", "output"):
         if t in raw:
@@ -192,11 +209,11 @@ def load(name: str, *, quick: bool = False, neurons: int | None = None,
 
 
 def run(name: str, out_dir, *, quick: bool = False, neurons: int | None = None,
-        seed: int | None = None, overrides=(), params_file=None,
+        seed: int | None = None, overrides=(), params_file=None, fused: bool = False,
         log=print) -> dict:
     """Run experiment `name` into `out_dir/name` and rewrite `out_dir/report.md`."""
     cfg, exp = load(name, quick=quick, neurons=neurons, overrides=overrides,
-                    params_file=params_file)
+                    params_file=params_file, fused=fused)
     mod = _module(name)
     out = Path(out_dir) / name
     seed = cfg.run.seed if seed is None else seed
@@ -214,8 +231,10 @@ def run(name: str, out_dir, *, quick: bool = False, neurons: int | None = None,
         "experiment": name, "quick": quick, "neurons": neurons, "seed": seed,
         "n_post": cfg.spec.n_post, "k": cfg.spec.k, "n_syn": cfg.spec.n_syn,
         "wall_s": round(wall, 1),
+        "engine": "fused" if cfg.spec.fused else "per-step",
         "command": " ".join(["ltpnet experiment", name]
                             + (["--quick"] if quick else [])
+                            + (["--fused"] if fused else [])
                             + ([f"--neurons {neurons}"] if neurons else [])
                             + [f"--set {o}" for o in overrides]),
         "config": f"configs/experiments/{name}.toml",
@@ -279,6 +298,7 @@ def write_report(out_dir) -> Path:
         lines += ["", f"## {name}", "", _description(name), "",
                   f"`{m['command']}`: {m['n_post']} neurons x {m['k']} synapses, seed "
                   f"{m['seed']}, {m['wall_s']:.0f} s on {m['cpus']} {m['device']} cores"
+                  f"{', fused engine' if m.get('engine') == 'fused' else ''}"
                   f"{' (quick version: signs only)' if m['quick'] else ''}.", "",
                   "| key | measured | expected | |", "|---|---|---|---|"]
         for c in d["checks"]:
@@ -295,15 +315,17 @@ def main(args) -> int:
     names = available() if args.name == "all" else [args.name]
     if args.name != "all":
         load(args.name, quick=args.quick, neurons=args.neurons,
-             overrides=args.set or (), params_file=args.params)  # fail before work
+             overrides=args.set or (), params_file=args.params,
+             fused=args.fused)  # fail before work
     else:
         for n in names:
-            load(n, quick=args.quick, neurons=args.neurons, params_file=args.params)
+            load(n, quick=args.quick, neurons=args.neurons, params_file=args.params,
+                 fused=args.fused)
         if args.set:
             raise ExperimentError("--set applies to one experiment, not to all")
     for n in names:
         run(n, args.out, quick=args.quick, neurons=args.neurons, seed=args.seed,
-            overrides=args.set or (), params_file=args.params)
+            overrides=args.set or (), params_file=args.params, fused=args.fused)
     print(f"ltpnet experiment: wrote {Path(args.out) / 'report.md'}")
     return 0
 

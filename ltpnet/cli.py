@@ -8,7 +8,7 @@
     ltpnet inspect FILE.h5
     ltpnet plot FILE.h5 [-o DIR]
     ltpnet fit CONFIG [-o DIR] [--set ...]
-    ltpnet experiment NAME|all [-o DIR] [--quick] [--neurons N] [--set ...]
+    ltpnet experiment NAME|all [-o DIR] [--quick] [--fused] [--neurons N] [--set ...]
 
 `run` and `sweep` take `--devices N` (split the run over N devices) and, for runs
 over several hosts, `--coordinator HOST:PORT --num-processes P --process-id I` (or
@@ -884,6 +884,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="override a config value, e.g. experiment.n_pulses=300")
     q.add_argument("--params", metavar="FIT.json",
                    help="parameter values from `ltpnet fit` (fit.json)")
+    q.add_argument("--fused", action="store_true",
+                   help="run on the fused engine (same model, about twice as fast)")
     q.set_defaults(func=cmd_experiment)
     return p
 

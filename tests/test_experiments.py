@@ -456,3 +456,40 @@ def test_every_experiment_validates_its_config_at_load(name, monkeypatch):
     cfg, exp = ex.load(name, quick=True, neurons=3)
     assert seen == [(3, exp)] and cfg.spec.n_post == 3
     assert all(isinstance(v, float) for k, v in exp.items() if k.endswith("_ms"))
+
+
+@pytest.mark.parametrize(("slow", "block"), [(1, 1), (2, 2), (4, 4), (5, 5), (10, 5),
+                                             (6, 3), (7, 1)])
+def test_fused_block_divides_the_slow_clock(slow, block):
+    assert ex.fused_block(slow) == block
+
+
+def test_fused_flag_sets_the_engine():
+    """`--fused`: the fused engine with event-driven AMPA input and a synapse block
+    that divides each config's slow clock (2 ms in frequency_response, 5 elsewhere);
+    a block given with --set stands."""
+    freq, _ = ex.load("frequency_response", quick=True, fused=True)
+    assert (freq.spec.fused, freq.spec.ampa, freq.spec.syn_block) == (True, "event", 2)
+    assert freq.spec.slow_every == 2
+    hfs, _ = ex.load("hfs_ltp", quick=True, fused=True)
+    assert (hfs.spec.fused, hfs.spec.syn_block) == (True, 5)
+    own, _ = ex.load("hfs_ltp", quick=True, fused=True, overrides=["spec.syn_block=1"])
+    assert own.spec.syn_block == 1
+    plain, _ = ex.load("hfs_ltp", quick=True)
+    assert not plain.spec.fused and plain.spec.syn_block == 1
+
+
+def test_cli_fused_runs_and_says_so(tmp_path):
+    """`ltpnet experiment input_specificity --quick --fused`: the checks pass, and
+    summary.json and the report name the engine and the flag."""
+    from ltpnet.cli import main
+
+    assert main(["experiment", "input_specificity", "--quick", "--fused",
+                 "-o", str(tmp_path)]) == 0
+    doc = json.loads((tmp_path / "input_specificity" / "summary.json").read_text())
+    assert doc["meta"]["engine"] == "fused"
+    assert doc["meta"]["command"] == ("ltpnet experiment input_specificity --quick "
+                                      "--fused")
+    assert all(c["passed"] for c in doc["checks"])
+    report = (tmp_path / "report.md").read_text()
+    assert "cpu cores, fused engine (quick version" in report
