@@ -442,6 +442,14 @@ def test_pack_unpack_and_traffic():
     assert t["per_syn_step"] > 1.8
     assert abs(sum(t["items"].values()) - t["per_step"]) < 1e-6
     assert t["items"]["synapses: read pre_idx"] == spec.n_syn * 2 / 10
+    # T286A reads z once per block; a calcium delay reads and writes one bool per input
+    more = ltpnet.ModelSpec(**{**vars(spec), "t286a": True, "phases": True,
+                               "calcium": "linear", "ca_delay_steps": 3})
+    t2 = fused.traffic(more, fc)
+    assert t2["items"]["synapses: read z (T286A)"] == spec.n_syn * 4 / 10
+    assert t2["items"]["inputs: delay ring buffer (read+write)"] == 2 * spec.n_pre
+    assert not {"synapses: read z (T286A)",
+                "inputs: delay ring buffer (read+write)"} & set(t["items"])
 
 
 def test_fused_options_are_checked():
