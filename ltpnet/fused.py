@@ -26,6 +26,13 @@ block of `T = spec.syn_block` steps:
    emits a single loop that reads and writes each synapse once (XLA on CPU gives a
    loop one output).
 
+The model variants replay the same pass. With Graupner-Brunel linear calcium
+(`spec.calcium = "linear"`) each step leaves beta = C_pre and gamma = C_post y, the
+bits are those of the input spikes `ca_delay_steps` late (a ring buffer carried by
+the neuron loop), and the pass takes s <- x instead of the NMDA trace. With CaMKII
+T286A (`spec.t286a`) the cubic drift is replaced by the relaxation to the late state
+z, read once per block.
+
 With T = 1 and `rho_drift = "step"` this is the step order of docs/model.md exactly
 (tests compare it with the float64 reference). With T > 1 the weights a block's AMPA
 input reads lag by at most T - 1 steps (rho moves by at most
