@@ -167,7 +167,9 @@ def load(name: str, *, quick: bool = False, neurons: int | None = None,
         sp = raw.setdefault("spec", {})
         sp["fused"] = True
         sp.setdefault("ampa", "event")
-        slow = sp.get("slow_every", 1)
+        from ltpnet import ModelSpec
+
+        slow = sp.get("slow_every", ModelSpec.slow_every)
         if isinstance(slow, int) and not isinstance(slow, bool) and slow >= 1:
             sp.setdefault("syn_block", fused_block(slow))  # else ModelSpec names it
     exp_raw = raw.pop("experiment", {})

@@ -223,7 +223,8 @@ def synapse_block(
     Args:
         cr: Packed calcium and efficacy at the block start.
         s: `(n_pre,)` NMDA traces: at the block start, or after the step if T = 1
-            (then `bits` is None).
+            (then `bits` is None); None for linear calcium with `bits` (the pass then
+            reads the delayed spikes from `bits` alone).
         bits: `(n_pre,)` uint32 spike bits of the block (bit t: spike at step t).
         beta: `(T, n_post)` NMDA calcium per unit trace of each step,
             dt alpha_N (1 - f_APV) B(v + bap).
@@ -239,9 +240,9 @@ def synapse_block(
             ids `ids` `(n_post, k)` (`i * k + kk`), so that both engines draw the
             same noise.
         decay: Per-step decay of the gathered trace; None: the NMDA trace's, e^{-dt/
-            tau_N}. 0 for linear calcium (`spec.calcium = "linear"`), where `s` and
-            `bits` hold the delayed input spikes themselves, `beta` is C_pre and
-            `gamma` C_post y.
+            tau_N}. 0 for linear calcium (`spec.calcium = "linear"`), where `s` (if
+            given) and `bits` hold the delayed input spikes themselves, `beta` is
+            C_pre and `gamma` C_post y.
         relax_to: `(n_post, k)` late state z for CaMKII T286A (`spec.t286a`): the
             switch cannot latch, so the cubic drift is replaced by relaxation to z,
             -dt/tau_T286A (rho - z), as in `plasticity.update_rho`; else None.
@@ -261,9 +262,9 @@ def synapse_block(
     # to the next is a single multiply-add (XLA then overlaps many synapses)
     m_d, m_p = 1 - a_d, 1 - a_d - a_p
     if switch is not None:  # the gate sqrt(sigma^2 H_d + sigma_p^2 H_p) of each band
-        sd_d = jnp.sqrt(pl.sigma**2)
+        sd_d = jnp.abs(pl.sigma)
         sd_p = jnp.sqrt(pl.sigma**2 + pl.sigma_p**2)
-    s_syn = synapse.take(s, pre_idx)
+    s_syn = 0.0 if s is None else synapse.take(s, pre_idx)
     eN = co.eN if decay is None else decay
     if bits is not None:  # gather a float view of the bits: XLA then fuses the gather
         b = jax.lax.bitcast_convert_type(
@@ -552,7 +553,6 @@ def run_impl(
         pre = st.pre.replace(s=s2_end.reshape(-1)[: spec.n_pre], x_hist=xh)
         # calcium of a post spike: the bAP's C_bAP, or C_post of linear calcium
         gamma = (p.calcium.C_post if linear else p.calcium.C_bAP) * y.astype(beta.dtype)
-        decay = 0.0 if linear else None
         ys, counts = y[:, :n_sp], jnp.sum(y, axis=1, dtype=jnp.int32)
         # 4. every synapse, once
         if after is not None:  # a data dependency: the read-out must come first
@@ -570,40 +570,27 @@ def run_impl(
                 jnp.arange(spec.n_syn, dtype=jnp.uint32).reshape(spec.n_post, spec.k),
             )
         switch = (sw_seed, idx[0], sw_ids) if spec.switch_noise else None
-        if T == 1:
+        if T == 1:  # the trace (or delayed spike) after the step, no bits
             s_now = (dbits2 & 1).astype(s2.dtype) if linear else s2_end
-            s_tab = _in_memory(s_now.reshape(-1), idx[0])
-            cr = synapse_block(
-                cr,
-                s_tab,
-                None,
-                beta,
-                gamma,
-                conn.pre_idx,
-                co,
-                spec.rho_drift == "block",
-                noise,
-                switch,
-                st.syn.z if spec.t286a else None,
-                decay,
-            )
+            s_tab, b_tab = _in_memory(s_now.reshape(-1), idx[0]), None
+        elif linear:  # the delayed spikes alone: no trace to gather
+            s_tab, b_tab = None, _in_memory(dbits2.reshape(-1), idx[0])
         else:
-            b_now = dbits2 if linear else bits2
-            s_tab, b_tab = _in_memory((s2.reshape(-1), b_now.reshape(-1)), idx[0])
-            cr = synapse_block(
-                cr,
-                s_tab,
-                b_tab,
-                beta,
-                gamma,
-                conn.pre_idx,
-                co,
-                spec.rho_drift == "block",
-                noise,
-                switch,
-                st.syn.z if spec.t286a else None,
-                decay,
-            )
+            s_tab, b_tab = _in_memory((s2.reshape(-1), bits2.reshape(-1)), idx[0])
+        cr = synapse_block(
+            cr,
+            s_tab,
+            b_tab,
+            beta,
+            gamma,
+            conn.pre_idx,
+            co,
+            spec.rho_drift == "block",
+            noise,
+            switch,
+            st.syn.z if spec.t286a else None,
+            0.0 if linear else None,
+        )
         st = State(pre=pre, post=post, syn=st.syn.replace(cr=cr), inh=inh)
         if spec.phases:  # slow_every is a multiple of T: at most one tick per block
             se = spec.slow_every
