@@ -20,9 +20,7 @@ stdp network):
   Poo's mean Δt per bin. Printed: the time per pair that the median S1 synapse spends
   above theta_d and above theta_p, beside what the fit's read-out assumes (`t_d_ms`,
   `t_p_ms` in the fit.json of `ltpnet fit configs/fit/hippocampal_cultures.toml`,
-  divided by 60 pairs). The times above theta_p at +5.9, +16.4 and +29.2 ms again
-  with the post spike resetting v to -62 mV, about the EPSP's level, instead of
-  E_L: the fit's membrane keeps the EPSP through the spike. Then 60 pairings at
+  divided by 60 pairs). Then 60 pairings at
   +5.9 ms: the share of S1 synapses that start DOWN and end above rho*, and of those
   that start UP and end below it, the switch outcome the fit's Graupner-Brunel
   read-out predicts from those times.
@@ -182,13 +180,6 @@ def main(argv=None) -> int:
     for d in (-70.6, -23.8, -15.9, -4.2, 5.9, 16.4, 29.2, 79.4):
         t_d, t_p = pairs[d] = pairing_times(cfg.spec, cfg.params, args.seed, d)
         print(f"  {d:+6.1f} ms  {np.median(t_d):6.1f} / {np.median(t_p):6.1f}")
-    # the fit's membrane keeps the EPSP through the post spike; the network resets v
-    # to V_reset = E_L. A reset near the EPSP's level (-62 mV) shows what that costs
-    lifted = cfg.params.with_values("neuron", V_reset=-62.0)
-    print("  with V_reset = -62 mV (about the EPSP's level; ms above theta_p):")
-    for d in (5.9, 16.4, 29.2):
-        t_p = pairing_times(cfg.spec, lifted, args.seed, d)[1]
-        print(f"  {d:+6.1f} ms  {np.median(t_p):6.1f}")
     t_d, t_p = pairs[5.9]
     u, dn, n_down, n_up = pairing_outcome(cfg.spec, cfg.params, args.seed, 5.9)
     beta = n_down / (n_down + n_up)

@@ -29,8 +29,8 @@ class NeuronParams:
     tau_A: float = 5.0  # AMPA conductance decay [ms]
     tau_GABA: float = 10.0  # GABA_A conductance decay [ms]
     g_NMDA: float = 0.0  # NMDA/AMPA conductance ratio on the membrane [1]
-    A_bAP: float = 82.0  # dendritic depolarisation by a back-propagating AP [mV]
-    tau_bAP: float = 10.4  # decay of that depolarisation [ms]
+    A_bAP: float = 96.5  # dendritic depolarisation by a back-propagating AP [mV]
+    tau_bAP: float = 9.15  # decay of that depolarisation [ms]
     V_clamp: float = -65.0  # holding potential while clamped [mV]
 
 
@@ -47,8 +47,8 @@ class CalciumParams:
     """Per-synapse calcium (both variants)."""
 
     tau_Ca: float = 20.0  # calcium decay [ms]
-    alpha_N: float = 1376.0  # NMDA calcium influx rate at B = 1, s = 1 [1/s]
-    C_bAP: float = 0.870  # bAP/VDCC calcium jump per post spike [1]
+    alpha_N: float = 1378.0  # NMDA calcium influx rate at B = 1, s = 1 [1/s]
+    C_bAP: float = 0.945  # bAP/VDCC calcium jump per post spike [1]
     Mg: float = 1.0  # extracellular [Mg2+] [mM]
     C_pre: float = 1.0  # linear variant: jump per (delayed) pre spike [1]
     C_post: float = 2.0  # linear variant: jump per post spike [1]
@@ -59,12 +59,12 @@ class PlasticityParams:
     """Calcium-threshold LTP/LTD of the bistable efficacy switch rho."""
 
     theta_d: float = 1.0  # depression threshold [1]
-    theta_p: float = 4.34  # potentiation threshold [1]
-    gamma_d: float = 8.10  # depression rate [1, per tau_rho]
-    gamma_p: float = 80.7  # potentiation rate [1, per tau_rho]
+    theta_p: float = 4.61  # potentiation threshold [1]
+    gamma_d: float = 7.95  # depression rate [1, per tau_rho]
+    gamma_p: float = 89.8  # potentiation rate [1, per tau_rho]
     tau_rho: float = 150_000.0  # switch time constant [ms]
-    sigma: float = 1.45  # switch noise above theta_d (G&B sigma) when ModelSpec.switch_noise [1]
-    sigma_p: float = 10.3  # switch noise above theta_p (G&B: sigma_p = sigma) [1]
+    sigma: float = 1.44  # switch noise above theta_d (G&B sigma) when ModelSpec.switch_noise [1]
+    sigma_p: float = 11.2  # switch noise above theta_p (G&B: sigma_p = sigma) [1]
     rho_star: float = 0.5  # unstable point of the switch [1]
     w_min: float = 0.01515  # weight of a DOWN synapse [g_leak] (w_max / 5.28)
     w_max: float = 0.08  # weight of an UP synapse [g_leak]

@@ -93,6 +93,8 @@ PARAMS: dict[str, ParamInfo] = {
                               doc="AMPA conductance decay"),
     "neuron.E_E": ParamInfo("mV", lo=-float("inf"), models=("nmda",),
                             doc="excitatory reversal"),
+    "neuron.V_reset": ParamInfo("mV", lo=-float("inf"), models=("nmda",),
+                                doc="membrane potential after a postsynaptic spike"),
 }
 
 # Graupner & Brunel (2012) parameter sets (SCIENCE.md section 1a), in ltpnet units (ms).
@@ -291,11 +293,25 @@ def _nmda_times(v, cond, opts: ModelOptions, temperature):
     amp_u = jnp.where(clamped, 0.0, v["extra.W"] * (v["neuron.E_E"] - v["neuron.E_L"])
                       * tau_a / (tau_m - tau_a))
 
+    def epsp(x, g, now, strict):
+        return amp_u * (_spike_sum(x, a_pre, tau_m, P, g["m"], now, strict)
+                        - _spike_sum(x, a_pre, tau_a, P, g["a"], now, strict))
+
+    # a postsynaptic spike at t_post resets the membrane to V_reset; the linear
+    # membrane relaxes from there and the AMPA conductance left adds to it:
+    # u + (V_reset - E_L - u(t_post)) e^{-(t - t_post)/tau_m} after the spike. The
+    # network also holds v for t_ref (2 ms), which moves the times above threshold by
+    # under 0.1 % and is left out; a spike of an earlier period is taken with this
+    # period's jump (its share is e^{-P/tau_m}). Not on a clamped membrane.
+    reset_on = has_post & ~clamped
+    jump_r = v["neuron.V_reset"] - v["neuron.E_L"]
+
     def influx(x, g, now, strict):
         s = _spike_sum(x, a_pre, tau_n, P, g["n"], now, strict)
         bap = A_b * _spike_sum(x, a_post, tau_b, P, g["b"], now, strict)
-        u = amp_u * (_spike_sum(x, a_pre, tau_m, P, g["m"], now, strict)
-                     - _spike_sum(x, a_pre, tau_a, P, g["a"], now, strict))
+        reset = jnp.where(reset_on, jump_r - epsp(a_post, g, True, True), 0.0)
+        u = epsp(x, g, now, strict) + reset * _spike_sum(x, a_post, tau_m, P, g["m"],
+                                                         now, strict)
         return gain * s * mg_block(rest + bap + u, v["calcium.Mg"])
 
     def nmda_calcium(x, g, now):
