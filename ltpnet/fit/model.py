@@ -17,8 +17,10 @@ ratio after/before with the analytic transition probabilities of Graupner & Brun
   inputs all spike together with summed AMPA weight $W$ (``extra.W``, in units of the
   leak): $u = W (E_E - E_L) \frac{\tau_A}{\tau_m - \tau_A}\sum_i
   (e^{-(t - t_i)/\tau_m} - e^{-(t - t_i)/\tau_A})$, the EPSP of a membrane at rest
-  linearised in the conductance (W = 0: a membrane at rest apart from the bAP); a
-  condition with ``clamp_mv`` holds the membrane there instead (no EPSP, no bAP). It
+  linearised in the conductance (W = 0: a membrane at rest apart from the bAP). A
+  postsynaptic spike resets the membrane to ``neuron.V_reset``, from where it relaxes
+  with $\tau_m$, as the network's does. A condition with ``clamp_mv`` holds the
+  membrane at that potential instead (no EPSP, no bAP, no reset). It
   is integrated on a grid over the first ``transient_periods`` periods of a train and
   over the periodic steady state, which stands for the remaining periods.
 """
