@@ -65,6 +65,7 @@ from .step import (
     Coeffs,
     Drive,
     _on,
+    delayed_spikes,
     discretise,
     input_spikes,
     irwin_hall,
@@ -436,10 +437,7 @@ def run_impl(
         bits2 = bits2 | (x2 << t.astype(jnp.uint32))
         x = x2.reshape(-1)[: spec.n_pre].astype(bool)
         if linear:  # the spikes that reach the calcium, ca_delay_steps late
-            x_ca = x
-            if spec.ca_delay_steps > 0:
-                slot = idx % spec.ca_delay_steps
-                x_ca, xh = xh[slot], xh.at[slot].set(x)
+            x_ca, xh = delayed_spikes(spec, xh, x, idx)
             dbits2 = dbits2 | (synapse.word_layout(x_ca.astype(jnp.uint32))
                                << t.astype(jnp.uint32))
         ttx = _on(co, "ttx", idx)

@@ -158,13 +158,9 @@ def step(spec: ModelSpec, co: Coeffs, conn: Connectivity, state: State,
 
     # 1. input spikes (TTX silences them)
     x = input_spikes(spec, co, conn, drive, key, step_idx) & ~ttx
-    x_hist = pre.x_hist
-    if spec.calcium == "linear" and spec.ca_delay_steps > 0:
-        slot = step_idx % spec.ca_delay_steps
-        x_ca = x_hist[slot]
-        x_hist = x_hist.at[slot].set(x)
-    else:
-        x_ca = x
+    x_ca, x_hist = x, pre.x_hist
+    if spec.calcium == "linear":
+        x_ca, x_hist = delayed_spikes(spec, x_hist, x, step_idx)
     # 2. NMDA gating trace
     s = pre.s * co.eN + x.astype(pre.s.dtype)
     # 3. conductances (weights of the previous step)
@@ -203,6 +199,16 @@ def step(spec: ModelSpec, co: Coeffs, conn: Connectivity, state: State,
         inh=inh,
     )
     return new, (x, y)
+
+
+def delayed_spikes(spec: ModelSpec, x_hist, x, step_idx):
+    """`(x_ca, x_hist)`: the input spikes that reach linear calcium,
+    `spec.ca_delay_steps` late, and the ring buffer `x_hist` with `x` stored in their
+    place (`x` itself and the buffer unchanged without a delay)."""
+    if spec.ca_delay_steps == 0:
+        return x, x_hist
+    slot = step_idx % spec.ca_delay_steps
+    return x_hist[slot], x_hist.at[slot].set(x)
 
 
 def input_spikes(spec: ModelSpec, co: Coeffs, conn: Connectivity, drive: Drive, key,
