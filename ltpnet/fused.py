@@ -426,7 +426,7 @@ def run_impl(
             )
         return jnp.where(_on(co, "ttx", idx), jnp.uint32(0), words)
 
-    def neuron_step(carry, xs):
+    def neuron_step(carry, xs, w_nmda=None):
         s2, post, inh, bits2, xh, dbits2 = carry
         d, idx, u, words, t = xs
         # per input, in the (32, nw) word layout (input b * nw + w at [b, w]): the NMDA
@@ -444,6 +444,12 @@ def run_impl(
         clamp = _on(co, "clamp", idx)
         # AMPA: efficacies of the block start, scaling factor of the last step
         g = post.g * co.eA + post.a * u
+        current_extra = 0.0
+        if spec.nmda_current:  # NMDA on the membrane: sum_k w s over every synapse
+            s_syn = synapse.take(s2.reshape(-1)[: spec.n_pre], conn.pre_idx)
+            gN = p.neuron.g_NMDA * post.a * synapse.summed_input(w_nmda, s_syn)
+            current_extra = (gN * neuron.mg_block(post.v, p.calcium.Mg)
+                             * (p.neuron.E_E - post.v))
         v, refrac, y, yf, bap, g_I, inh = membrane(
             spec,
             co,
@@ -455,6 +461,7 @@ def run_impl(
             idx,
             ttx,
             clamp,
+            current_extra,
         )
         if linear:  # calcium per delayed spike, C_pre
             beta = jnp.broadcast_to(p.calcium.C_pre, v.shape).astype(v.dtype)
@@ -545,8 +552,14 @@ def run_impl(
         zeros = jnp.zeros(s2.shape, jnp.uint32)
         dbits0 = zeros if linear else None  # the delayed spike bits (linear calcium)
         carry0 = (s2, st.post, st.inh, zeros, st.pre.x_hist, dbits0)
+        w_nmda = None
+        if spec.nmda_current:  # the weights the AMPA input reads, before scaling
+            q_n = q if with_q else rho_of(cr)
+            w_nmda = pl.w_min + q_n * (pl.w_max - pl.w_min)
         (s2_end, post, inh, bits2, xh, dbits2), (beta, y, xs_) = jax.lax.scan(
-            neuron_step, carry0, (d, idx, u, words, jnp.arange(T, dtype=jnp.int32))
+            lambda c_, x_: neuron_step(c_, x_, w_nmda),
+            carry0,
+            (d, idx, u, words, jnp.arange(T, dtype=jnp.int32)),
         )
         pre = st.pre.replace(s=s2_end.reshape(-1)[: spec.n_pre], x_hist=xh)
         # calcium of a post spike: the bAP's C_bAP, or C_post of linear calcium
@@ -672,6 +685,8 @@ def traffic(spec: ModelSpec, conn: Connectivity, obs: Observe | None = None) -> 
     }
     if spec.t286a:
         items["synapses: read z (T286A)"] = n_syn * f / T
+    if spec.nmda_current:  # sum_k w s per neuron, every step
+        items["NMDA current: weights, pre_idx, gathered traces"] = n_syn * (2 * f + idx)
     if spec.calcium == "linear" and spec.ca_delay_steps:
         items["inputs: delay ring buffer (read+write)"] = 2 * n_pre
     if spec.n_inh:

@@ -66,7 +66,9 @@ class ModelSpec:
         fused: Run the fused engine (`ltpnet.fused`): neurons advance step by step,
             and every synapse's calcium and efficacy advance in one pass over packed
             (c, rho) state per block of `syn_block` steps. Same equations; needs
-            `nmda_current=False`, and `rng="hash"` with `switch_noise`.
+            `rng="hash"` with `switch_noise`. With `nmda_current` each step also
+            sums w s over every synapse (the NMDA current reads the weights of the
+            block start, as the AMPA input does).
         syn_block: Steps per synapse pass of the fused engine. 1 is the step order
             of docs/model.md exactly; with T > 1 the AMPA weights of a block read rho
             from the start of the block (a lag of at most T - 1 steps) and each
@@ -208,8 +210,6 @@ class ModelSpec:
                 if getattr(self, name) != default:
                     bad(name, getattr(self, name), f"{default!r} unless fused is on")
             return self
-        if self.nmda_current:
-            bad("nmda_current", self.nmda_current, "False when fused is on")
         if self.switch_noise and self.rng != "hash":
             bad("rng", self.rng, "'hash' when fused and switch_noise are on (the "
                 "fused pass draws the noise of every synapse and step from the hash)")

@@ -186,6 +186,50 @@ def test_fused_linear_calcium_equals_step_engine(x64, delay):
                   - np.asarray(step.state.syn.c)).max() > 1e-3
 
 
+def nmda_current_setup(rho_init="uniform"):
+    """A network whose NMDA current matters: g_NMDA = 1 (NMDA/AMPA ratio 1) and a
+    train that drives the cells to spike."""
+    spec = ltpnet.ModelSpec(**ENGINES_NET, phases=False, nmda_current=True,
+                            rho_init=rho_init)
+    params = (ltpnet.Params().with_values("input", rate=20.0)
+              .with_values("neuron", g_NMDA=1.0))
+    proto = ltpnet.Protocol().train("a", at=10.0, freq=100.0, n=20)
+    return spec, params, proto
+
+
+def test_fused_nmda_current_equals_step_engine(x64):
+    """The NMDA current on the membrane, g_NMDA sum_k w s B(v) (E_E - v), on the fused
+    engine: with syn_block = 1 the same spikes, voltages and synapses as the per-step
+    engine, and a run without it differs (the current acts)."""
+    spec, params, proto = nmda_current_setup()
+    obs = ltpnet.Observe(every=25, variables=("fepsp", "v", "rho"), spike_neurons=30)
+    step = engines_agree(spec, params, 200.0, 4, obs, proto)
+    assert step.post_spikes.sum() > 10
+    off = ltpnet.simulate(ltpnet.ModelSpec(**{**vars(spec), "nmda_current": False}),
+                          params, 200.0, seed=4, observe=obs, protocol=proto)
+    assert off.post_spikes.sum() < step.post_spikes.sum()
+
+
+def test_fused_nmda_current_in_blocks_equals_step_engine(x64):
+    """Blocks of 5 steps: the NMDA current reads the weights of the block start, as
+    the AMPA input does. With the switch held at 0 or 1 (gamma_d = gamma_p = 0; the
+    cubic keeps both) the weights do not move, so the blocks change nothing: the
+    spikes, voltages and calcium equal the per-step engine's."""
+    spec, params, proto = nmda_current_setup("bimodal")
+    params = params.with_values("plasticity", gamma_d=0.0, gamma_p=0.0)
+    obs = ltpnet.Observe(every=50, variables=("v", "c"), spike_neurons=30)
+    step = ltpnet.simulate(spec, params, 200.0, seed=4, observe=obs, protocol=proto)
+    blocks = ltpnet.simulate(
+        ltpnet.ModelSpec(**{**vars(spec), "fused": True, "ampa": "dense",
+                            "syn_block": 5}),
+        params, 200.0, seed=4, observe=obs, protocol=proto, records_per_chunk=2)
+    assert step.post_spikes.sum() > 10
+    np.testing.assert_array_equal(blocks.post_spikes, step.post_spikes)
+    for k in ("v", "c"):
+        np.testing.assert_allclose(blocks.records[k], step.records[k], **X64_RUN,
+                                   err_msg=k)
+
+
 def test_fused_linear_calcium_in_blocks_equals_step_engine(x64):
     """Blocks of 5 steps, the delay buffer crossing block and chunk boundaries: with
     the switch held at 0 or 1 (gamma_d = gamma_p = 0; the cubic keeps both), the
@@ -450,13 +494,17 @@ def test_pack_unpack_and_traffic():
     assert t2["items"]["inputs: delay ring buffer (read+write)"] == 2 * spec.n_pre
     assert not {"synapses: read z (T286A)",
                 "inputs: delay ring buffer (read+write)"} & set(t["items"])
+    # the NMDA current sums w s over every synapse each step: weight, trace, index
+    t3 = fused.traffic(ltpnet.ModelSpec(**{**vars(spec), "nmda_current": True}), fc)
+    assert t3["items"]["NMDA current: weights, pre_idx, gathered traces"] == (
+        spec.n_syn * (2 * 4 + 2))
+    assert t3["per_step"] > t["per_step"] + spec.n_syn * 9
 
 
 def test_fused_options_are_checked():
     with pytest.raises(ValueError, match="syn_block"):
         ltpnet.ModelSpec(syn_block=4).check()  # needs fused
-    with pytest.raises(ValueError, match="nmda_current must be False when fused"):
-        ltpnet.ModelSpec(fused=True, nmda_current=True).check()
+    ltpnet.ModelSpec(fused=True, nmda_current=True).check()
     ltpnet.ModelSpec(fused=True, calcium="linear", t286a=True, phases=True).check()
     with pytest.raises(ValueError, match="slow_every"):
         ltpnet.ModelSpec(fused=True, syn_block=4, phases=True, slow_every=2).check()
