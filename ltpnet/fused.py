@@ -31,7 +31,9 @@ The model variants replay the same pass. With Graupner-Brunel linear calcium
 bits are those of the input spikes `ca_delay_steps` late (a ring buffer carried by
 the neuron loop), and the pass takes s <- x instead of the NMDA trace. With CaMKII
 T286A (`spec.t286a`) the cubic drift is replaced by the relaxation to the late state
-z, read once per block.
+z, read once per block. With the NMDA current on the membrane (`spec.nmda_current`)
+the neuron loop also sums w s over every synapse at each step, with the weights of
+the block start, as the AMPA sums read them.
 
 With T = 1 and `rho_drift = "step"` this is the step order of docs/model.md exactly
 (tests compare it with the float64 reference). With T > 1 the weights a block's AMPA
