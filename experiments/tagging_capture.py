@@ -2,14 +2,19 @@
 neurons, S1 (strong) and S2 (weak), in four batched runs aligned on a weak tetanus of S2
 (WTET: one train of 21 pulses at 100 Hz): S2 alone; S2 30 min after the start of a
 strong tetanus of S1 (STET: 3 trains of 100 pulses at 100 Hz, 10 min apart; SCIENCE.md
-section 3.8); S2 1 h and 4 h before the STET of S1. S2's fEPSP proxy (summed weight) is
-read 8 h after its WTET, relative to 1 s before the first stimulus, with 0.1 Hz
+section 3.8); S2 1 h and 4 h before the STET of S1. A fifth run captures under
+anisomycin: STET of S1, then protein synthesis blocked from 30 min before to 3 h after
+a STET of S2 given 1 h after S1's. S2's fEPSP proxy (summed weight) is read 8 h after
+its WTET (or its STET), relative to 1 s before the first stimulus, with 0.1 Hz
 spontaneous input and no test pulses.
 
 Expected: the weak input gets late LTP (is captured) when the strong one comes 30 min
 before it or 1 h after it, not when it comes 4 h after (the tag has decayed; Frey &
 Morris 1998: weaker or absent at 2-4 h), and not without the strong input (WTET alone
-gives early LTP that decays). Captured: >= +20 % at 8 h; not captured: <= +10 %.
+gives early LTP that decays). Captured: >= +20 % at 8 h; not captured: <= +10 %. A
+STET of S2 under anisomycin keeps late LTP (>= +30 % at 8 h, the band of a STET in
+early_late) when S1's STET has made proteins before the drug (Frey & Morris 1997;
+SCIENCE.md section 3.8 (iii)); without them it fades (early_late: +0.9 % at 8 h).
 
 The four conditions share the network and the noise and differ only in their
 protocols. S1 is followed too, and so is the fraction of S2 synapses whose late phase
@@ -31,6 +36,7 @@ from experiments._common import (
     pct,
     pooled_change_se,
     run_timeline,
+    stack_params,
     value_se,
 )
 from experiments.early_late import (
@@ -59,16 +65,24 @@ DEFAULTS = {
     "stet_interval_ms": 600_000.0,
     "coarse_dt_ms": 1.0,
     "coarse_record_ms": 60_000.0,
+    # capture under anisomycin: STET of S1 at the start, STET of S2 this long after it
+    "anisomycin_s1_ms": 3_600_000.0,
+    "anisomycin_before_ms": 1_800_000.0,  # drug on this long before S2's STET ...
+    "anisomycin_after_ms": 10_800_000.0,  # ... and off this long after it
 }
 
 SUMMARY_KEYS = ("s2_alone_pct_8h", "s2_after_strong_pct_8h", "s2_before_1h_pct_8h",
-                "s2_before_4h_pct_8h")
+                "s2_before_4h_pct_8h", "s2_stet_anisomycin_pct_8h")
 
 
 def validate(spec: lt.ModelSpec, params: lt.Params, exp: dict) -> None:
     """ExperimentError naming the key unless the config suits the protocol."""
     positive(exp, "readout_ms", "after_ms", "before_short_ms", "before_long_ms",
-             "freq_hz", "wtet_pulses", "stet_pulses", "stet_trains", "stet_interval_ms")
+             "freq_hz", "wtet_pulses", "stet_pulses", "stet_trains", "stet_interval_ms",
+             "anisomycin_s1_ms", "anisomycin_after_ms")
+    if exp["anisomycin_before_ms"] < 0:
+        raise ExperimentError(f"[experiment] anisomycin_before_ms must be >= 0 ms, "
+                              f"got anisomycin_before_ms={exp['anisomycin_before_ms']}")
     check_clock(exp)
     check_baseline(exp)
     check_stet(exp)
@@ -86,31 +100,46 @@ def validate(spec: lt.ModelSpec, params: lt.Params, exp: dict) -> None:
     if exp["after_ms"] <= span:
         raise ExperimentError(
             f"[experiment] after_ms={exp['after_ms']} must exceed the "
-            f"STET ({span:g} ms) so that the WTET comes after it")
+            f"STET ({span:.0f} ms) so that the WTET comes after it")
+    if exp["anisomycin_s1_ms"] - exp["anisomycin_before_ms"] <= span:
+        raise ExperimentError(
+            f"[experiment] anisomycin_s1_ms - anisomycin_before_ms = "
+            f"{exp['anisomycin_s1_ms']} - {exp['anisomycin_before_ms']} must exceed "
+            f"the STET ({span:.0f} ms): S1's STET must end before the drug comes on")
 
 
-# the summary.json key stems; the times are those of [experiment] (after_ms, before_short_ms,
-# before_long_ms, readout_ms)
-CONDITIONS = ("s2_alone", "s2_after_strong", "s2_before_1h", "s2_before_4h")
+# the summary.json key stems; the times are those of [experiment] (after_ms,
+# before_short_ms, before_long_ms, anisomycin_s1_ms, readout_ms)
+CONDITIONS = ("s2_alone", "s2_after_strong", "s2_before_1h", "s2_before_4h",
+              "s2_stet_anisomycin")
 
 
 def run(ctx) -> dict:
     exp, spec = ctx.exp, ctx.spec
-    w_at = exp["baseline_ms"] + exp["after_ms"]  # the WTET of S2 in every member
+    w_at = exp["baseline_ms"] + exp["after_ms"]  # the WTET of S2 in members 0-3
+    a_at = exp["baseline_ms"] + exp["anisomycin_s1_ms"]  # S2's STET under the drug
     t_base = exp["baseline_ms"] - 1000.0
-    end = w_at + exp["readout_ms"]
+    s2_at = [w_at] * 4 + [a_at]  # S2's stimulus in each member
+    ends = [t + exp["readout_ms"] for t in s2_at]
+    end = max(ends)
     weak = wtet("S2", w_at, exp)
     prots = [weak,
              _join(weak, stet("S1", w_at - exp["after_ms"], exp)),
              _join(weak, stet("S1", w_at + exp["before_short_ms"], exp)),
-             _join(weak, stet("S1", w_at + exp["before_long_ms"], exp))]
+             _join(weak, stet("S1", w_at + exp["before_long_ms"], exp)),
+             _join(stet("S2", a_at, exp), stet("S1", exp["baseline_ms"], exp))]
+    p = ctx.params
+    drug = p.with_values("pharmacology",
+                         anisomycin_on=a_at - exp["anisomycin_before_ms"],
+                         anisomycin_off=a_at + exp["anisomycin_after_ms"])
+    params, axes = stack_params([p, p, p, p, drug])
     names = CONDITIONS
-    snaps = (t_base, w_at - 1000.0, end)
+    snaps = tuple(sorted({t_base, w_at - 1000.0, a_at - 1000.0, *ends}))
     ctx.log(f"{spec.n_post} neurons x {spec.k} synapses, {len(prots)} conditions, "
             f"{end / MS_PER_H:.1f} h")
-    tr = run_timeline(spec, ctx.params, end, prots, seed=ctx.seed, batch=len(prots),
-                      variables=("fepsp", "p"), snapshots=snaps, log=ctx.log,
-                      **clock(exp))
+    tr = run_timeline(spec, params, end, prots, seed=ctx.seed, batch=len(prots),
+                      params_axes=axes, variables=("fepsp", "p"), snapshots=snaps,
+                      log=ctx.log, **clock(exp))
     ctx.log(f"time line: {tr.wall_s:.0f} s, {len(tr.stretches)} stretches")
     f1 = pct(tr.fepsp(spec, "S1", t_base))
     f2 = pct(tr.fepsp(spec, "S2", t_base))
@@ -123,21 +152,25 @@ def run(ctx) -> dict:
            "readout_h": exp["readout_ms"] / MS_PER_H,
            "stet_h": [None, -exp["after_ms"] / MS_PER_H,
                       exp["before_short_ms"] / MS_PER_H,
-                      exp["before_long_ms"] / MS_PER_H],
+                      exp["before_long_ms"] / MS_PER_H, -exp["after_ms"] / MS_PER_H],
+           "s2_at_h": [(t - w_at) / MS_PER_H for t in s2_at],
+           "anisomycin_h": [(a_at - exp["anisomycin_before_ms"] - w_at) / MS_PER_H,
+                            (a_at + exp["anisomycin_after_ms"] - w_at) / MS_PER_H],
            "s2_pct": {}, "s1_pct": {}, "protein": {}, "s2_late_fraction": {},
            "s1_pct_end": {}, "s2_pct_before_wtet": {}}
-    iw = tr.index(w_at - 1000.0)
     for b, name in enumerate(names):
         out["s2_pct"][name] = f2[b, keep].round(3).tolist()
         out["s1_pct"][name] = f1[b, keep].round(3).tolist()
         out["protein"][name] = tr.records["p"][b][keep].mean(-1).round(4).tolist()
-        out[f"{name}_pct_8h"] = float(tr.at(f2[b], end))  # at readout_ms after the WTET
-        out["s1_pct_end"][name] = float(tr.at(f1[b], end))
-        out["s2_pct_before_wtet"][name] = float(f2[b, iw])
+        # readout_ms after S2's WTET (or STET)
+        out[f"{name}_pct_8h"] = float(tr.at(f2[b], ends[b]))
+        out["s1_pct_end"][name] = float(tr.at(f1[b], ends[b]))
+        out["s2_pct_before_wtet"][name] = float(f2[b, tr.index(s2_at[b] - 1000.0)])
         out["s2_late_fraction"][name] = float((z[b][s2] > 0.5).mean())
     i2 = spec.pathway_index("S2")
     base = pathway_weights(spec, tr.conn, tr.snapshots[_grid(t_base)]["w"])[..., i2]
-    last = pathway_weights(spec, tr.conn, tr.snapshots[_grid(end)]["w"])[..., i2]
+    last = np.stack([pathway_weights(spec, tr.conn, tr.snapshots[_grid(ends[b])]["w"])
+                     [b, ..., i2] for b in range(len(names))])
     rel = pct(last / base)
     out["se"] = {f"{name}_pct_8h": pooled_change_se(base[b], last[b])
                  for b, name in enumerate(names)}
@@ -156,7 +189,8 @@ def _join(a: lt.Protocol, b: lt.Protocol) -> lt.Protocol:
 def checks(summary: dict, quick: bool) -> list:
     names = summary["conditions"]
     v = {n: summary[f"{n}_pct_8h"] for n in names}
-    alone, after, b1, b2 = names
+    alone, after, b1, b2 = names[:4]
+    drug = names[4] if len(names) > 4 else None  # S2's STET under anisomycin
     sh = summary["stet_h"]
     when = {after: f"WTET {fmt_h(-sh[1])} after STET",
             b1: f"WTET {fmt_h(sh[2])} before STET",
@@ -164,6 +198,8 @@ def checks(summary: dict, quick: bool) -> list:
     if quick:  # other times: the key says which
         at = fmt_h(summary["readout_h"])
         key = {n: f"{n}_pct ({when.get(n, 'WTET alone')}; at {at})" for n in names}
+        # (the capture under anisomycin is not checked here: ltpnet does not
+        # reproduce it, docs/validation/README.md)
         return [
             check(key[after], v[after], "> s2_alone (captured)", v[after] > v[alone]),
             check(key[b1], v[b1], "> s2_alone (captured)", v[b1] > v[alone]),
@@ -171,12 +207,16 @@ def checks(summary: dict, quick: bool) -> list:
         ]
     key = {n: f"{n}_pct_8h" for n in names}
     shown = {n: value_se(summary, key[n]) for n in names}
-    return [
+    rows = [
         check(key[alone], shown[alone], "<= +10 (no late LTP alone)", v[alone] <= 10),
         check(key[after], shown[after], ">= +20 (captured)", v[after] >= 20),
         check(key[b1], shown[b1], ">= +20 (captured)", v[b1] >= 20),
         check(key[b2], shown[b2], "<= +10 (not captured)", v[b2] <= 10),
     ]
+    if drug:
+        rows.append(check(key[drug], shown[drug],
+                          ">= +30 (late LTP from S1's proteins)", v[drug] >= 30))
+    return rows
 
 
 def plot(summary: dict, path):
@@ -187,11 +227,17 @@ def plot(summary: dict, path):
 
     t = np.asarray(summary["time_h"])
     names = summary["conditions"]
-    colors = dict(zip(names, ("k", "tab:red", "tab:green", "tab:blue"), strict=True))
+    colors = dict(zip(names, ("k", "tab:red", "tab:green", "tab:blue", "tab:purple"),
+                      strict=False))
     labels = {names[0]: "WTET S2 alone",
               names[1]: f"WTET S2 {fmt_h(-summary['stet_h'][1])} after STET S1",
               names[2]: f"WTET S2 {fmt_h(summary['stet_h'][2])} before STET S1",
               names[3]: f"WTET S2 {fmt_h(summary['stet_h'][3])} before STET S1"}
+    drug = len(names) > 4  # S2's STET under anisomycin, after S1's STET
+    if drug:
+        at = summary["s2_at_h"][4]
+        gap = fmt_h(at - summary["stet_h"][4])
+        labels[names[4]] = f"STET S2 {gap} after STET S1, under anisomycin (shaded)"
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.6),
                              gridspec_kw={"width_ratios": [2.2, 1.2, 1]})
     ax = axes[0]
@@ -202,6 +248,10 @@ def plot(summary: dict, path):
                 label=labels[name], zorder=1 if alone else 2)
         if sh is not None:
             ax.axvline(sh, color=colors[name], lw=0.8, ls=":")
+    if drug:
+        ax.axvspan(*summary["anisomycin_h"], color="tab:purple", alpha=0.08, lw=0)
+        ax.axvline(at, color="tab:purple", lw=0.8, ls="-.")
+        ax.axhline(30, color="tab:purple", lw=0.6, ls="--")
     ax.axhline(0, color="k", lw=0.6)
     ax.axhline(20, color="tab:red", lw=0.6, ls="--")
     ax.axhline(10, color="0.5", lw=0.6, ls="--")
@@ -223,8 +273,9 @@ def plot(summary: dict, path):
         n = box(ax, i, nd.get(f"{name}_pct_8h"), colors[name]) or n
         ax.plot(i, summary[f"{name}_pct_8h"], "o", color="k", ms=4)
     ax.axhline(0, color="k", lw=0.6)
-    ax.set_xticks(range(len(names)), ["alone", "after", "before\n" + fmt_h(
-        summary["stet_h"][2]), "before\n" + fmt_h(summary["stet_h"][3])], fontsize=8)
+    ticks = ["alone", "after", "before\n" + fmt_h(summary["stet_h"][2]),
+             "before\n" + fmt_h(summary["stet_h"][3])] + ["STET,\nanisom."] * drug
+    ax.set_xticks(range(len(names)), ticks, fontsize=8)
     ax.set_title(f"S2 at {fmt_h(summary['readout_h'])}, per neuron (n = {n})",
                  fontsize=10)
     ax.set_ylabel("S2 summed weight per neuron [% change]")

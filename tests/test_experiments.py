@@ -362,6 +362,42 @@ def test_bad_config_is_named_before_work(toy, tmp_path, text, msg):
     assert not (tmp_path / "toy").exists()
 
 
+def test_tagging_checks_judge_capture_under_anisomycin():
+    """The fifth condition of tagging_capture (a STET of S2 under anisomycin after
+    S1's STET) passes at >= +30 % at 8 h; a summary of the four earlier conditions
+    gives the four earlier checks."""
+    from experiments import tagging_capture as tc
+
+    names = list(tc.CONDITIONS)
+    s = {"conditions": names, "stet_h": [None, -0.5, 1.0, 4.0, -0.5],
+         "readout_h": 8.0, "se": {f"{n}_pct_8h": 1.0 for n in names}}
+    s.update({f"{n}_pct_8h": v for n, v in zip(names, [2.0, 25.0, 22.0, 3.0, 35.0],
+                                               strict=True)})
+    rows = {r.key: r for r in tc.checks(s, False)}
+    assert len(rows) == 5 and all(r.passed for r in rows.values())
+    assert rows["s2_stet_anisomycin_pct_8h"].value == "+35.0 ± 1.0"
+    s["s2_stet_anisomycin_pct_8h"] = 29.0
+    assert not {r.key: r for r in tc.checks(s, False)}[
+        "s2_stet_anisomycin_pct_8h"].passed
+    s["conditions"] = names[:4]
+    assert len(tc.checks(s, False)) == 4
+
+
+@pytest.mark.parametrize("sets, msg", [
+    (["experiment.anisomycin_s1_ms=40 min"],
+     "anisomycin_s1_ms - anisomycin_before_ms = 2400000.0 - 1800000.0 must exceed "
+     "the STET \\(1201000 ms\\): S1's STET must end before the drug comes on"),
+    (["experiment.anisomycin_before_ms=-1 min"],
+     "anisomycin_before_ms must be >= 0 ms, got anisomycin_before_ms=-60000.0"),
+    (["experiment.after_ms=10 min"], "after_ms=600000.0 must exceed the STET"),
+])
+def test_tagging_protocol_is_checked(sets, msg):
+    """tagging_capture's [experiment] is checked before any work, the time line of
+    the capture under anisomycin included."""
+    with pytest.raises(ex.ExperimentError, match=msg):
+        ex.load("tagging_capture", overrides=sets)
+
+
 def test_unknown_experiment_lists_the_choices(toy):
     with pytest.raises(ex.ExperimentError, match="unknown experiment 'tyo'; did you "
                                                  "mean 'toy'\\?"):
