@@ -69,6 +69,22 @@ def positive(exp: dict, *keys, integer=False):
                 f"[experiment] {k} must be {kind}, got {k}={v!r}")
 
 
+def check_anisomycin(exp: dict):
+    """ExperimentError unless the drug window's `anisomycin_before_ms` and
+    `anisomycin_after_ms` are >= 0."""
+    for k in ("anisomycin_before_ms", "anisomycin_after_ms"):
+        if exp[k] < 0:
+            raise ExperimentError(
+                f"[experiment] {k} must be >= 0 ms, got {k}={exp[k]}")
+
+
+def anisomycin(p: lt.Params, at: float, exp: dict) -> lt.Params:
+    """`p` with protein synthesis blocked from `anisomycin_before_ms` before `at` to
+    `anisomycin_after_ms` after it."""
+    return p.with_values("pharmacology", anisomycin_on=at - exp["anisomycin_before_ms"],
+                         anisomycin_off=at + exp["anisomycin_after_ms"])
+
+
 def check_clock(exp: dict):
     """ExperimentError unless the coarse clock fits run_timeline (10-ms slow step)."""
     cdt = exp["coarse_dt_ms"]
@@ -125,10 +141,7 @@ def validate(spec: lt.ModelSpec, params: lt.Params, exp: dict) -> None:
     check_clock(exp)
     check_baseline(exp)
     check_stet(exp)
-    for k in ("anisomycin_before_ms", "anisomycin_after_ms"):
-        if exp[k] < 0:
-            raise ExperimentError(
-                f"[experiment] {k} must be >= 0 ms, got {k}={exp[k]}")
+    check_anisomycin(exp)
     if exp["anisomycin_before_ms"] > exp["baseline_ms"]:
         raise ExperimentError(
             f"[experiment] anisomycin_before_ms="
@@ -179,9 +192,7 @@ def run(ctx) -> dict:
     t_base = t0 - 1000.0
     end = t0 + exp["duration_ms"]
     p = ctx.params
-    pa = p.with_values("pharmacology", anisomycin_on=t0 - exp["anisomycin_before_ms"],
-                       anisomycin_off=t0 + exp["anisomycin_after_ms"])
-    params, axes = stack_params([p, p, pa])
+    params, axes = stack_params([p, p, anisomycin(p, t0, exp)])
     prots = [wtet("S1", t0, exp), stet("S1", t0, exp), stet("S1", t0, exp)]
     times = {k: t0 + v for k, v in readouts(exp).items()}
     ctx.log(f"{spec.n_post} neurons x {spec.k} synapses, {len(CONDITIONS)} conditions, "

@@ -41,7 +41,9 @@ from experiments._common import (
 )
 from experiments.early_late import (
     _grid,
+    anisomycin,
     box,
+    check_anisomycin,
     check_baseline,
     check_clock,
     check_stet,
@@ -79,10 +81,8 @@ def validate(spec: lt.ModelSpec, params: lt.Params, exp: dict) -> None:
     """ExperimentError naming the key unless the config suits the protocol."""
     positive(exp, "readout_ms", "after_ms", "before_short_ms", "before_long_ms",
              "freq_hz", "wtet_pulses", "stet_pulses", "stet_trains", "stet_interval_ms",
-             "anisomycin_s1_ms", "anisomycin_after_ms")
-    if exp["anisomycin_before_ms"] < 0:
-        raise ExperimentError(f"[experiment] anisomycin_before_ms must be >= 0 ms, "
-                              f"got anisomycin_before_ms={exp['anisomycin_before_ms']}")
+             "anisomycin_s1_ms")
+    check_anisomycin(exp)
     check_clock(exp)
     check_baseline(exp)
     check_stet(exp)
@@ -129,12 +129,9 @@ def run(ctx) -> dict:
              _join(weak, stet("S1", w_at + exp["before_long_ms"], exp)),
              _join(stet("S2", a_at, exp), stet("S1", exp["baseline_ms"], exp))]
     p = ctx.params
-    drug = p.with_values("pharmacology",
-                         anisomycin_on=a_at - exp["anisomycin_before_ms"],
-                         anisomycin_off=a_at + exp["anisomycin_after_ms"])
-    params, axes = stack_params([p, p, p, p, drug])
+    params, axes = stack_params([p, p, p, p, anisomycin(p, a_at, exp)])
     names = CONDITIONS
-    snaps = tuple(sorted({t_base, w_at - 1000.0, a_at - 1000.0, *ends}))
+    snaps = tuple(sorted({t_base, *ends}))  # the weights the read-out compares
     ctx.log(f"{spec.n_post} neurons x {spec.k} synapses, {len(prots)} conditions, "
             f"{end / MS_PER_H:.1f} h")
     tr = run_timeline(spec, params, end, prots, seed=ctx.seed, batch=len(prots),
@@ -152,7 +149,8 @@ def run(ctx) -> dict:
            "readout_h": exp["readout_ms"] / MS_PER_H,
            "stet_h": [None, -exp["after_ms"] / MS_PER_H,
                       exp["before_short_ms"] / MS_PER_H,
-                      exp["before_long_ms"] / MS_PER_H, -exp["after_ms"] / MS_PER_H],
+                      exp["before_long_ms"] / MS_PER_H,
+                      (exp["baseline_ms"] - w_at) / MS_PER_H],
            "s2_at_h": [(t - w_at) / MS_PER_H for t in s2_at],
            "anisomycin_h": [(a_at - exp["anisomycin_before_ms"] - w_at) / MS_PER_H,
                             (a_at + exp["anisomycin_after_ms"] - w_at) / MS_PER_H],
