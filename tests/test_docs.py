@@ -13,6 +13,7 @@ import re
 import shlex
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import ROOT
 
@@ -156,3 +157,21 @@ def test_readme_python_example_runs(capsys, monkeypatch):
     m = re.fullmatch(r"S1 ([+-]\d+\.\d) %, S2 ([+-]\d+\.\d) %\n", out)
     assert m, out
     assert float(m.group(1)) > 10 and abs(float(m.group(2))) < 5
+
+
+def test_fitting_python_example_runs(capsys, monkeypatch):
+    """The Python API example of docs/fitting.md, as written (under 10 s): it fits
+    Bi & Poo's binned window and the dense curve it predicts depresses before 0 ms
+    and potentiates after."""
+    monkeypatch.chdir(ROOT)
+    text = (ROOT / "docs" / "fitting.md").read_text()
+    (code,) = re.findall(r"```python\n(.*?)```", text, re.S)
+    ns = {}
+    exec(compile(code, "docs/fitting.md", "exec"), ns)
+    assert re.match(r"chi2 \d+\.\d over 8 points;", capsys.readouterr().out)
+    dt = np.array([c.dt_ms for c in ns["curve"]])
+    ratio = ns["ratio"]
+    assert dt[np.argmin(ratio)] < 0 and ratio.min() < 0.95
+    assert dt[np.argmax(ratio)] > 0 and ratio.max() > 1.2
+    t_d, t_p = ns["t_d"], ns["t_p"]
+    assert len(t_d) == len(t_p) == 8 and np.all(t_d >= t_p)
