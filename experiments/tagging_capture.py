@@ -1,12 +1,14 @@
 """Synaptic tagging and capture (Frey & Morris 1997, 1998). Two pathways of the same
-neurons, S1 (strong) and S2 (weak), in four batched runs aligned on a weak tetanus of S2
-(WTET: one train of 21 pulses at 100 Hz): S2 alone; S2 30 min after the start of a
-strong tetanus of S1 (STET: 3 trains of 100 pulses at 100 Hz, 10 min apart; SCIENCE.md
-section 3.8); S2 1 h and 4 h before the STET of S1. A fifth run captures under
-anisomycin: STET of S1, then protein synthesis blocked from 30 min before to 3 h after
-a STET of S2 given 1 h after S1's. S2's fEPSP proxy (summed weight) is read 8 h after
-its WTET (or its STET), relative to 1 s before the first stimulus, with 0.1 Hz
-spontaneous input and no test pulses.
+neurons, S1 (strong) and S2 (weak), in seven batched runs. Four are aligned on a weak
+tetanus of S2 (WTET: one train of 21 pulses at 100 Hz): S2 alone; S2 30 min after the
+start of a strong tetanus of S1 (STET: 3 trains of 100 pulses at 100 Hz, 10 min apart;
+SCIENCE.md section 3.8); S2 1 h and 4 h before the STET of S1. A fifth run captures
+under anisomycin: STET of S1, then protein synthesis blocked from 30 min before to 3 h
+after a STET of S2 given 1 h after S1's. Two more test cross-capture (Sajikumar & Frey
+2004; SCIENCE.md section 3.8 (iv)): a weak low-frequency stimulus of S2 (WLFS: 900
+pulses at 1 Hz) alone, and 30 min after the STET of S1. S2's fEPSP proxy (summed weight)
+is read 8 h after the start of its WTET (or STET, or WLFS), relative to 1 s before the
+first stimulus, with 0.1 Hz spontaneous input and no test pulses.
 
 Expected: the weak input gets late LTP (is captured) when the strong one comes 30 min
 before it or 1 h after it, not when it comes 4 h after (the tag has decayed; Frey &
@@ -14,9 +16,12 @@ Morris 1998: weaker or absent at 2-4 h), and not without the strong input (WTET 
 gives early LTP that decays). Captured: >= +20 % at 8 h; not captured: <= +10 %. A
 STET of S2 under anisomycin keeps late LTP (>= +30 % at 8 h, the band of a STET in
 early_late) when S1's STET has made proteins before the drug (Frey & Morris 1997;
-SCIENCE.md section 3.8 (iii)); without them it fades (early_late: +0.9 % at 8 h).
+SCIENCE.md section 3.8 (iii)); without them it fades (early_late: +0.9 % at 8 h). The
+WLFS gives early LTD, which fades when it is alone (>= -10 % at 8 h) and is captured
+into late LTD by the proteins of S1's STET (<= -10 % at 8 h, beyond the band of no
+late change; LTD is about half the size of LTP: LFS -15 to -30 % at 60 min).
 
-The four conditions share the network and the noise and differ only in their
+The conditions share the network and the noise and differ only in their
 protocols. S1 is followed too, and so is the fraction of S2 synapses whose late phase
 is UP (z > 0.5) at the end. Quiet stretches run on the coarse clock of
 `experiments._common.run_timeline` (`coarse_dt_ms`, 1 ms); the stimuli at the spec's dt.
@@ -71,17 +76,21 @@ DEFAULTS = {
     "anisomycin_s1_ms": 3_600_000.0,
     "anisomycin_before_ms": 1_800_000.0,  # drug on this long before S2's STET ...
     "anisomycin_after_ms": 10_800_000.0,  # ... and off this long after it
+    # cross-capture: WLFS of S2, alone and after_ms after the STET of S1
+    "wlfs_freq_hz": 1.0,
+    "wlfs_pulses": 900,
 }
 
 SUMMARY_KEYS = ("s2_alone_pct_8h", "s2_after_strong_pct_8h", "s2_before_1h_pct_8h",
-                "s2_before_4h_pct_8h", "s2_stet_anisomycin_pct_8h")
+                "s2_before_4h_pct_8h", "s2_stet_anisomycin_pct_8h",
+                "s2_wlfs_alone_pct_8h", "s2_wlfs_after_strong_pct_8h")
 
 
 def validate(spec: lt.ModelSpec, params: lt.Params, exp: dict) -> None:
     """ExperimentError naming the key unless the config suits the protocol."""
     positive(exp, "readout_ms", "after_ms", "before_short_ms", "before_long_ms",
              "freq_hz", "wtet_pulses", "stet_pulses", "stet_trains", "stet_interval_ms",
-             "anisomycin_s1_ms")
+             "anisomycin_s1_ms", "wlfs_freq_hz", "wlfs_pulses")
     check_anisomycin(exp)
     check_clock(exp)
     check_baseline(exp)
@@ -106,30 +115,40 @@ def validate(spec: lt.ModelSpec, params: lt.Params, exp: dict) -> None:
             f"[experiment] anisomycin_s1_ms - anisomycin_before_ms = "
             f"{exp['anisomycin_s1_ms']} - {exp['anisomycin_before_ms']} must exceed "
             f"the STET ({span:.0f} ms): S1's STET must end before the drug comes on")
+    wlfs = (exp["wlfs_pulses"] - 1) * 1e3 / exp["wlfs_freq_hz"]
+    if wlfs >= exp["readout_ms"]:
+        raise ExperimentError(
+            f"[experiment] the WLFS ({exp['wlfs_pulses']} pulses at "
+            f"{exp['wlfs_freq_hz']} Hz, {wlfs:.0f} ms) must end before readout_ms="
+            f"{exp['readout_ms']}")
 
 
 # the summary.json key stems; the times are those of [experiment] (after_ms,
 # before_short_ms, before_long_ms, anisomycin_s1_ms, readout_ms)
 CONDITIONS = ("s2_alone", "s2_after_strong", "s2_before_1h", "s2_before_4h",
-              "s2_stet_anisomycin")
+              "s2_stet_anisomycin", "s2_wlfs_alone", "s2_wlfs_after_strong")
 
 
 def run(ctx) -> dict:
     exp, spec = ctx.exp, ctx.spec
-    w_at = exp["baseline_ms"] + exp["after_ms"]  # the WTET of S2 in members 0-3
+    w_at = exp["baseline_ms"] + exp["after_ms"]  # S2's WTET (WLFS) in members 0-3 (5-6)
     a_at = exp["baseline_ms"] + exp["anisomycin_s1_ms"]  # S2's STET under the drug
     t_base = exp["baseline_ms"] - 1000.0
-    s2_at = [w_at] * 4 + [a_at]  # S2's stimulus in each member
+    s2_at = [w_at] * 4 + [a_at] + [w_at] * 2  # S2's stimulus in each member
     ends = [t + exp["readout_ms"] for t in s2_at]
     end = max(ends)
     weak = wtet("S2", w_at, exp)
+    lfs = lt.Protocol().train("S2", w_at, exp["wlfs_freq_hz"], exp["wlfs_pulses"])
+    strong = stet("S1", w_at - exp["after_ms"], exp)
     prots = [weak,
-             _join(weak, stet("S1", w_at - exp["after_ms"], exp)),
+             _join(weak, strong),
              _join(weak, stet("S1", w_at + exp["before_short_ms"], exp)),
              _join(weak, stet("S1", w_at + exp["before_long_ms"], exp)),
-             _join(stet("S2", a_at, exp), stet("S1", exp["baseline_ms"], exp))]
+             _join(stet("S2", a_at, exp), stet("S1", exp["baseline_ms"], exp)),
+             lfs,
+             _join(lfs, strong)]
     p = ctx.params
-    params, axes = stack_params([p, p, p, p, anisomycin(p, a_at, exp)])
+    params, axes = stack_params([p, p, p, p, anisomycin(p, a_at, exp), p, p])
     names = CONDITIONS
     snaps = tuple(sorted({t_base, *ends}))  # the weights the read-out compares
     ctx.log(f"{spec.n_post} neurons x {spec.k} synapses, {len(prots)} conditions, "
@@ -150,7 +169,8 @@ def run(ctx) -> dict:
            "stet_h": [None, -exp["after_ms"] / MS_PER_H,
                       exp["before_short_ms"] / MS_PER_H,
                       exp["before_long_ms"] / MS_PER_H,
-                      (exp["baseline_ms"] - w_at) / MS_PER_H],
+                      (exp["baseline_ms"] - w_at) / MS_PER_H,
+                      None, -exp["after_ms"] / MS_PER_H],
            "s2_at_h": [(t - w_at) / MS_PER_H for t in s2_at],
            "anisomycin_h": [(a_at - exp["anisomycin_before_ms"] - w_at) / MS_PER_H,
                             (a_at + exp["anisomycin_after_ms"] - w_at) / MS_PER_H],
@@ -188,21 +208,27 @@ def checks(summary: dict, quick: bool) -> list:
     names = summary["conditions"]
     v = {n: summary[f"{n}_pct_8h"] for n in names}
     alone, after, b1, b2 = names[:4]
-    drug = names[4] if len(names) > 4 else None  # S2's STET under anisomycin
+    has = set(names).__contains__  # summaries written before a condition was added
+    drug, lfs, cross = "s2_stet_anisomycin", "s2_wlfs_alone", "s2_wlfs_after_strong"
     sh = summary["stet_h"]
     when = {after: f"WTET {fmt_h(-sh[1])} after STET",
             b1: f"WTET {fmt_h(sh[2])} before STET",
-            b2: f"WTET {fmt_h(sh[3])} before STET"}
+            b2: f"WTET {fmt_h(sh[3])} before STET",
+            lfs: "WLFS alone", cross: f"WLFS {fmt_h(-sh[1])} after STET"}
     if quick:  # other times: the key says which
         at = fmt_h(summary["readout_h"])
         key = {n: f"{n}_pct ({when.get(n, 'WTET alone')}; at {at})" for n in names}
         # (the capture under anisomycin is not checked here: ltpnet does not
         # reproduce it, docs/validation/README.md)
-        return [
+        rows = [
             check(key[after], v[after], "> s2_alone (captured)", v[after] > v[alone]),
             check(key[b1], v[b1], "> s2_alone (captured)", v[b1] > v[alone]),
             check(key[b2], v[b2], f"< {b1} (tag gone)", v[b2] < v[b1]),
         ]
+        if has(cross):
+            rows.append(check(key[cross], v[cross], f"< {lfs} (LTD captured)",
+                              v[cross] < v[lfs]))
+        return rows
     key = {n: f"{n}_pct_8h" for n in names}
     shown = {n: value_se(summary, key[n]) for n in names}
     rows = [
@@ -211,9 +237,15 @@ def checks(summary: dict, quick: bool) -> list:
         check(key[b1], shown[b1], ">= +20 (captured)", v[b1] >= 20),
         check(key[b2], shown[b2], "<= +10 (not captured)", v[b2] <= 10),
     ]
-    if drug:
+    if has(drug):
         rows.append(check(key[drug], shown[drug],
                           ">= +30 (late LTP from S1's proteins)", v[drug] >= 30))
+    if has(cross):
+        rows += [
+            check(key[lfs], shown[lfs], ">= -10 (no late LTD alone)", v[lfs] >= -10),
+            check(key[cross], shown[cross], "<= -10 (cross-capture: late LTD)",
+                  v[cross] <= -10),
+        ]
     return rows
 
 
@@ -225,43 +257,49 @@ def plot(summary: dict, path):
 
     t = np.asarray(summary["time_h"])
     names = summary["conditions"]
-    colors = dict(zip(names, ("k", "tab:red", "tab:green", "tab:blue", "tab:purple"),
-                      strict=False))
+    sh = dict(zip(names, summary["stet_h"], strict=True))
+    colors = dict(zip(CONDITIONS, ("k", "tab:red", "tab:green", "tab:blue",
+                                   "tab:purple", "0.45", "tab:orange"), strict=True))
+    drug, lfs, cross = "s2_stet_anisomycin", "s2_wlfs_alone", "s2_wlfs_after_strong"
     labels = {names[0]: "WTET S2 alone",
-              names[1]: f"WTET S2 {fmt_h(-summary['stet_h'][1])} after STET S1",
-              names[2]: f"WTET S2 {fmt_h(summary['stet_h'][2])} before STET S1",
-              names[3]: f"WTET S2 {fmt_h(summary['stet_h'][3])} before STET S1"}
-    drug = len(names) > 4  # S2's STET under anisomycin, after S1's STET
-    if drug:
-        at = summary["s2_at_h"][4]
-        gap = fmt_h(at - summary["stet_h"][4])
-        labels[names[4]] = f"STET S2 {gap} after STET S1, under anisomycin (shaded)"
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.6),
-                             gridspec_kw={"width_ratios": [2.2, 1.2, 1]})
+              names[1]: f"WTET S2 {fmt_h(-sh[names[1]])} after STET S1",
+              names[2]: f"WTET S2 {fmt_h(sh[names[2]])} before STET S1",
+              names[3]: f"WTET S2 {fmt_h(sh[names[3]])} before STET S1",
+              lfs: "WLFS S2 alone",
+              cross: f"WLFS S2 {fmt_h(-(sh.get(cross) or 0))} after STET S1"}
+    if drug in names:  # S2's STET under anisomycin, after S1's STET
+        at = summary["s2_at_h"][names.index(drug)]
+        labels[drug] = (f"STET S2 {fmt_h(at - sh[drug])} after STET S1, under "
+                        f"anisomycin (shaded)")
+    fig, axes = plt.subplots(1, 3, figsize=(16, 5),
+                             gridspec_kw={"width_ratios": [2.2, 1.2, 1.2]})
     ax = axes[0]
-    for name, sh in zip(names, summary["stet_h"], strict=True):
-        alone = name == names[0]
+    for name in names:
+        alone = name in (names[0], lfs)
         ax.plot(t, summary["s2_pct"][name], color=colors[name],
                 lw=2.4 if alone else 1.4, ls="--" if alone else "-",
                 label=labels[name], zorder=1 if alone else 2)
-        if sh is not None:
-            ax.axvline(sh, color=colors[name], lw=0.8, ls=":")
-    if drug:
+        if sh[name] is not None:
+            ax.axvline(sh[name], color=colors[name], lw=0.8, ls=":")
+    if drug in names:
         ax.axvspan(*summary["anisomycin_h"], color="tab:purple", alpha=0.08, lw=0)
         ax.axvline(at, color="tab:purple", lw=0.8, ls="-.")
         ax.axhline(30, color="tab:purple", lw=0.6, ls="--")
     ax.axhline(0, color="k", lw=0.6)
     ax.axhline(20, color="tab:red", lw=0.6, ls="--")
-    ax.axhline(10, color="0.5", lw=0.6, ls="--")
-    ax.set_xlabel("time after the WTET of S2 [h] (dotted: first STET train on S1)")
+    for y in (10, -10):
+        ax.axhline(y, color="0.5", lw=0.6, ls="--")
+    ax.set_xlabel("time after the WTET (WLFS) of S2 [h] (dotted: first STET train "
+                  "on S1)")
     ax.set_ylabel("S2 fEPSP proxy (summed weight) [% change]")
-    ax.set_title("weak pathway S2: tagging and capture")
-    ax.legend(fontsize=8, framealpha=0.6)
+    ax.set_title("weak pathway S2: tagging, capture and cross-capture")
+    ax.legend(fontsize=7.5, framealpha=0.6, ncol=2)
     ax = axes[1]
-    for name in names[1:]:
-        ax.plot(t, summary["s1_pct"][name], color=colors[name], lw=1.3)
+    for name in names:
+        if sh[name] is not None:
+            ax.plot(t, summary["s1_pct"][name], color=colors[name], lw=1.3)
     ax.axhline(0, color="k", lw=0.6)
-    ax.set_xlabel("time after the WTET of S2 [h]")
+    ax.set_xlabel("time after the WTET (WLFS) of S2 [h]")
     ax.set_ylabel("S1 fEPSP proxy [% change]")
     ax.set_title("strong pathway S1")
     ax = axes[2]
@@ -271,9 +309,11 @@ def plot(summary: dict, path):
         n = box(ax, i, nd.get(f"{name}_pct_8h"), colors[name]) or n
         ax.plot(i, summary[f"{name}_pct_8h"], "o", color="k", ms=4)
     ax.axhline(0, color="k", lw=0.6)
-    ticks = ["alone", "after", "before\n" + fmt_h(summary["stet_h"][2]),
-             "before\n" + fmt_h(summary["stet_h"][3])] + ["STET,\nanisom."] * drug
-    ax.set_xticks(range(len(names)), ticks, fontsize=8)
+    tick = {names[0]: "alone", names[1]: "after",
+            names[2]: "before\n" + fmt_h(sh[names[2]]),
+            names[3]: "before\n" + fmt_h(sh[names[3]]),
+            drug: "STET,\nanisom.", lfs: "WLFS\nalone", cross: "WLFS\nafter"}
+    ax.set_xticks(range(len(names)), [tick[m] for m in names], fontsize=8)
     ax.set_title(f"S2 at {fmt_h(summary['readout_h'])}, per neuron (n = {n})",
                  fontsize=10)
     ax.set_ylabel("S2 summed weight per neuron [% change]")

@@ -362,25 +362,34 @@ def test_bad_config_is_named_before_work(toy, tmp_path, text, msg):
     assert not (tmp_path / "toy").exists()
 
 
-def test_tagging_checks_judge_capture_under_anisomycin():
+def test_tagging_checks_judge_capture_under_anisomycin_and_cross_capture():
     """The fifth condition of tagging_capture (a STET of S2 under anisomycin after
-    S1's STET) passes at >= +30 % at 8 h; a summary of the four earlier conditions
-    gives the four earlier checks."""
+    S1's STET) passes at >= +30 % at 8 h; the WLFS alone must stay >= -10 % and the
+    WLFS after S1's STET (cross-capture) reach <= -10 %. Summaries written before
+    these conditions were added give the earlier checks."""
     from experiments import tagging_capture as tc
 
     names = list(tc.CONDITIONS)
-    s = {"conditions": names, "stet_h": [None, -0.5, 1.0, 4.0, -0.5],
+    s = {"conditions": names, "stet_h": [None, -0.5, 1.0, 4.0, -0.5, None, -0.5],
          "readout_h": 8.0, "se": {f"{n}_pct_8h": 1.0 for n in names}}
-    s.update({f"{n}_pct_8h": v for n, v in zip(names, [2.0, 25.0, 22.0, 3.0, 35.0],
-                                               strict=True)})
+    s.update({f"{n}_pct_8h": v for n, v in
+              zip(names, [2.0, 25.0, 22.0, 3.0, 35.0, -4.0, -15.0], strict=True)})
     rows = {r.key: r for r in tc.checks(s, False)}
-    assert len(rows) == 5 and all(r.passed for r in rows.values())
+    assert len(rows) == 7 and all(r.passed for r in rows.values())
     assert rows["s2_stet_anisomycin_pct_8h"].value == "+35.0 ± 1.0"
-    s["s2_stet_anisomycin_pct_8h"] = 29.0
-    assert not {r.key: r for r in tc.checks(s, False)}[
-        "s2_stet_anisomycin_pct_8h"].passed
-    s["conditions"] = names[:4]
-    assert len(tc.checks(s, False)) == 4
+    for key, bad in (("s2_stet_anisomycin_pct_8h", 29.0),
+                     ("s2_wlfs_alone_pct_8h", -11.0),
+                     ("s2_wlfs_after_strong_pct_8h", -9.0)):
+        t = dict(s, **{key: bad})
+        assert [r.key for r in tc.checks(t, False) if not r.passed] == [key]
+    quick = {r.key.split(" ")[0]: r.passed for r in tc.checks(s, True)}
+    assert quick["s2_wlfs_after_strong_pct"]
+    assert not {r.key.split(" ")[0]: r.passed for r in tc.checks(
+        dict(s, s2_wlfs_after_strong_pct_8h=-3.0), True)}["s2_wlfs_after_strong_pct"]
+    for n in (5, 4):
+        s["conditions"], s["stet_h"] = names[:n], s["stet_h"][:n]
+        assert len(tc.checks(s, False)) == n
+        assert len(tc.checks(s, True)) == 3
 
 
 @pytest.mark.parametrize("sets, msg", [
@@ -390,6 +399,10 @@ def test_tagging_checks_judge_capture_under_anisomycin():
     (["experiment.anisomycin_before_ms=-1 min"],
      "anisomycin_before_ms must be >= 0 ms, got anisomycin_before_ms=-60000.0"),
     (["experiment.after_ms=10 min"], "after_ms=600000.0 must exceed the STET"),
+    (["experiment.wlfs_pulses=0"], "wlfs_pulses must be > 0, got wlfs_pulses=0"),
+    (["experiment.wlfs_freq_hz=0.01"],
+     "the WLFS \\(900 pulses at 0.01 Hz, 89900000 ms\\) must end before "
+     "readout_ms=28800000.0"),
 ])
 def test_tagging_protocol_is_checked(sets, msg):
     """tagging_capture's [experiment] is checked before any work, the time line of
