@@ -447,21 +447,3 @@ def run_timeline(spec: lt.ModelSpec, params: lt.Params, duration_ms: float,
 
 def _snapshot(spec, params, state) -> dict:
     return {"w": weights(spec, params, state), "a": np.asarray(state.post.a)}
-
-
-def stack_params(members: list[lt.Params]):
-    """`(params, params_axes)` for `simulate(batch=len(members))`: leaves that differ
-    between members get a leading batch axis, the others stay shared."""
-    leaves = [jax.tree_util.tree_leaves(m) for m in members]
-    treedef = jax.tree_util.tree_structure(members[0])
-    out, axes = [], []
-    for vals in zip(*leaves, strict=True):
-        arrs = [np.asarray(v, float) for v in vals]
-        if all(np.array_equal(arrs[0], a) for a in arrs[1:]):
-            out.append(vals[0])
-            axes.append(None)
-        else:
-            out.append(np.stack(arrs))
-            axes.append(0)
-    return (jax.tree_util.tree_unflatten(treedef, out),
-            jax.tree_util.tree_unflatten(treedef, axes))

@@ -14,8 +14,8 @@ at least 70 % of the control STET potentiation) and gone (<= +10 %) at 8 h (Frey
 1988: +15 +- 19 % vs +96 +- 14 % at 8 h).
 
 The three conditions share the network and the noise; they differ only in the protocol
-and the anisomycin window (`stack_params`). The control pathway S2 is followed too (in
-the figure and in `control_pct`), not subtracted from the values checked. Quiet
+and the anisomycin window (`lt.stack_params`). The control pathway S2 is followed too
+(in the figure and in `control_pct`), not subtracted from the values checked. Quiet
 stretches run on the coarse clock of `experiments._common.run_timeline`
 (`coarse_dt_ms`, 1 ms); the stimuli at the spec's dt.
 """
@@ -34,7 +34,6 @@ from experiments._common import (
     pct,
     pooled_change_se,
     run_timeline,
-    stack_params,
     with_se,
 )
 
@@ -192,7 +191,7 @@ def run(ctx) -> dict:
     t_base = t0 - 1000.0
     end = t0 + exp["duration_ms"]
     p = ctx.params
-    params, axes = stack_params([p, p, anisomycin(p, t0, exp)])
+    params, axes = lt.stack_params([p, p, anisomycin(p, t0, exp)])
     prots = [wtet("S1", t0, exp), stet("S1", t0, exp), stet("S1", t0, exp)]
     times = {k: t0 + v for k, v in readouts(exp).items()}
     ctx.log(f"{spec.n_post} neurons x {spec.k} synapses, {len(CONDITIONS)} conditions, "

@@ -213,7 +213,7 @@ def run(ctx) -> dict:
     apv = ctx.params.with_values(
         "pharmacology", apv=e["apv"], apv_on=max(t_tet - e["apv_before_ms"], 0.0),
         apv_off=t_tet + e["apv_after_ms"])
-    params, axes = cm.stack_params([ctx.params, apv])
+    params, axes = lt.stack_params([ctx.params, apv])
     t_base = t_tet - 1000.0  # snapshot just before the tetanus (record grid)
     times = {"1min": t_tet + MIN, "5min": t_tet + 5 * MIN, "30min": t_tet + 30 * MIN,
              "end": t_end}

@@ -86,7 +86,7 @@ def run(ctx) -> dict:
     apv = ctx.params.with_values(
         "pharmacology", apv=e["apv"], apv_on=t_lfs - e["apv_before_ms"],
         apv_off=t_lfs_end + e["apv_after_ms"])
-    params, axes = cm.stack_params([ctx.params, ctx.params, apv, ctx.params])
+    params, axes = lt.stack_params([ctx.params, ctx.params, apv, ctx.params])
     snaps = {"pre_tet": t_tet - 1000.0, "pre_lfs": t_lfs - 1000.0,
              "lfs_end": t_lfs_end + 3000.0, "end": t_end}
     ctx.log(f"{spec.n_post} neurons x {spec.k} synapses, {len(prots)} conditions "

@@ -55,7 +55,6 @@ from experiments._common import (
     distribution,
     mean_se,
     run_timeline,
-    stack_params,
     value_se,
 )
 from ltpnet.state import init_rho, init_state
@@ -195,7 +194,7 @@ def run(ctx) -> dict:
 
     # 2a. control and bicuculline: spiking, one batch at the coarse 1-ms step
     members = [_windows(p, None, T), _windows(p, "bicuculline", T)]
-    pb, axes = stack_params(members)
+    pb, axes = lt.stack_params(members)
     act = run_timeline(spec, pb, T, seed=ctx.seed + 104_729, conn=conn,
                        state=_stack([s0, s0]), batch=2, params_axes=axes,
                        snapshots=(win, T - win, T), **kw)
@@ -207,7 +206,7 @@ def run(ctx) -> dict:
     mixed_spec = dataclasses.replace(spec, beta_down=exp["mixed_beta_down"])
     s_mixed = init_state(mixed_spec, p, init_rho(mixed_spec, rng))
     w_mixed0 = _snap_w(spec, p, s_mixed)
-    pt, axt = stack_params([_windows(p, "ttx", T), _windows(p, "ttx", T)])
+    pt, axt = lt.stack_params([_windows(p, "ttx", T), _windows(p, "ttx", T)])
     ttx = run_timeline(spec, pt, T, seed=ctx.seed + 2 * 104_729, conn=conn,
                        state=_stack([s0, s_mixed]), batch=2, params_axes=axt,
                        snapshots=(T,), coarse_dt=dtt, coarse_slow_ms=slow, **kw)

@@ -41,7 +41,6 @@ from experiments._common import (
     pct,
     pooled_change_se,
     run_timeline,
-    stack_params,
     value_se,
 )
 from experiments.early_late import (
@@ -148,7 +147,7 @@ def run(ctx) -> dict:
              lfs,
              _join(lfs, strong)]
     p = ctx.params
-    params, axes = stack_params([p, p, p, p, anisomycin(p, a_at, exp), p, p])
+    params, axes = lt.stack_params([p, p, p, p, anisomycin(p, a_at, exp), p, p])
     names = CONDITIONS
     snaps = tuple(sorted({t_base, *ends}))  # the weights the read-out compares
     ctx.log(f"{spec.n_post} neurons x {spec.k} synapses, {len(prots)} conditions, "

@@ -71,7 +71,7 @@ def run(ctx) -> dict:
     prot = lt.Protocol().train(exp["pathway"], t0, exp["freq_hz"], exp["n_pulses"])
     on, off = t0 - exp["clamp_lead_ms"], prot.end() + exp["clamp_tail_ms"]
     base = ctx.params.with_values("pharmacology", clamp_on=on, clamp_off=off)
-    params, axes = cm.stack_params([base.with_values("neuron", V_clamp=v) for v in vs])
+    params, axes = lt.stack_params([base.with_values("neuron", V_clamp=v) for v in vs])
     if len(vs) == 1:  # nothing differs: give V_clamp its batch axis anyway
         params = params.with_values("neuron", V_clamp=np.asarray(vs))
         axes = axes.with_values("neuron", V_clamp=0)

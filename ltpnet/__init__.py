@@ -12,6 +12,7 @@ from .run import Result as Result
 from .run import run_batch as run_batch
 from .run import run_chunk as run_chunk
 from .run import simulate as simulate
+from .run import stack_params as stack_params
 from .spec import ModelSpec as ModelSpec
 from .state import State as State
 from .state import build as build
@@ -23,5 +24,5 @@ from .step import step as step
 __all__ = [
     "Connectivity", "Drive", "ModelSpec", "Observe", "Params", "Protocol", "Result",
     "State", "build", "discretise", "dynamics", "fixed_indegree", "init_state",
-    "run_batch", "run_chunk", "simulate", "step",
+    "run_batch", "run_chunk", "simulate", "stack_params", "step",
 ]

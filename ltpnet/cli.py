@@ -586,29 +586,9 @@ def _grid_column(texts: list[str]) -> np.ndarray:
     return np.array(text, dtype=h5py.string_dtype())
 
 
-def _stack_params(plist):
-    """Stack the leaves that differ between Params; return (params, params_axes)."""
-    import jax
-
-    flat = [jax.tree_util.tree_flatten(p) for p in plist]
-    treedef = flat[0][1]
-    leaves, axes = [], []
-    for vals in zip(*(f[0] for f in flat), strict=True):
-        arrs = [np.asarray(v, float) for v in vals]
-        if all(np.array_equal(arrs[0], a) for a in arrs[1:]):
-            leaves.append(vals[0])
-            axes.append(None)
-        else:
-            shape = np.broadcast_shapes(*(a.shape for a in arrs))
-            leaves.append(np.stack([np.broadcast_to(a, shape) for a in arrs]))
-            axes.append(0)
-    varied = any(a == 0 for a in axes)
-    return (jax.tree_util.tree_unflatten(treedef, leaves),
-            jax.tree_util.tree_unflatten(treedef, axes) if varied else None)
-
-
 def cmd_sweep(args) -> int:
     from .params import GROUPS
+    from .run import stack_params
 
     grid = _parse_grid(args.grid or [])
     if not grid and args.trials < 2:
@@ -648,7 +628,7 @@ def cmd_sweep(args) -> int:
     for c in cfgs if sequential else cfgs[:1]:  # sequential: each member is split
         _check_devices(c, args.devices, None if sequential else n)
     check_memory(cfg0, 1 if sequential else n, n_devices=args.devices or 1)
-    params, axes = _stack_params([c.params for c in cfgs])
+    params, axes = stack_params([c.params for c in cfgs])
     text = cfg0.to_toml()
     header = "".join(f"# sweep: --grid {k}={','.join(v)}\n" for k, v in grid)
     header += f"# sweep: --trials {args.trials}\n"

@@ -122,6 +122,38 @@ def _drives(protocols, spec: ModelSpec, s: int, n: int) -> Drive:
                  post=np.stack([d.post for d in ds]))
 
 
+def stack_params(members: Sequence[Params]) -> tuple[Params, Params | None]:
+    """`(params, params_axes)` for `simulate(..., batch=len(members))`.
+
+    Leaves that differ between the members get a leading batch axis (broadcast first,
+    so a scalar in one member and a per-neuron array in another can differ); the
+    others stay shared. `params_axes` is None when no leaf differs. For example::
+
+        members = [lt.Params().with_values("input", rate=r) for r in (1.0, 2.0, 4.0)]
+        params, axes = lt.stack_params(members)
+        lt.simulate(spec, params, 1000.0, batch=3, params_axes=axes)
+    """
+    members = list(members)
+    if not members or not all(isinstance(m, Params) for m in members):
+        raise TypeError(f"stack_params needs a non-empty sequence of Params, got "
+                        f"{[type(m).__name__ for m in members]}")
+    flat = [jax.tree_util.tree_flatten(m) for m in members]
+    treedef = flat[0][1]
+    leaves, axes = [], []
+    for vals in zip(*(f[0] for f in flat), strict=True):
+        arrs = [np.asarray(v, float) for v in vals]
+        if all(np.array_equal(arrs[0], a) for a in arrs[1:]):
+            leaves.append(vals[0])
+            axes.append(None)
+        else:
+            shape = np.broadcast_shapes(*(a.shape for a in arrs))
+            leaves.append(np.stack([np.broadcast_to(a, shape) for a in arrs]))
+            axes.append(0)
+    varied = any(a == 0 for a in axes)
+    return (jax.tree_util.tree_unflatten(treedef, leaves),
+            jax.tree_util.tree_unflatten(treedef, axes) if varied else None)
+
+
 def _member(params: Params, params_axes, b: int = 0) -> Params:
     """Member `b` of batched params (leaves mapped in `params_axes` are indexed)."""
     if params_axes is None:

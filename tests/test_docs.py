@@ -9,8 +9,12 @@ are skipped. README.md opens with its two set-up commands.
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -175,3 +179,27 @@ def test_fitting_python_example_runs(capsys, monkeypatch):
     assert dt[np.argmax(ratio)] > 0 and ratio.max() > 1.2
     t_d, t_p = ns["t_d"], ns["t_p"]
     assert len(t_d) == len(t_p) == 8 and np.all(t_d >= t_p)
+
+
+def test_scaling_python_example_runs():
+    """The Python example of docs/scaling.md, as written, in a fresh interpreter (its
+    XLA_FLAGS must come before JAX loads): four devices, the single run split by
+    neurons, the batch of four rates by members."""
+    text = (ROOT / "docs" / "scaling.md").read_text()
+    (code,) = re.findall(r"```python\n(.*?)```", text, re.S)
+    code += textwrap.dedent("""
+        import jax
+        import numpy as np
+        assert jax.device_count() == 4
+        assert len(result.state.syn.rho.sharding.device_set) == 4
+        assert results.state.syn.rho.shape == (4, 400, 100)
+        assert len(results.state.syn.rho.sharding.device_set) == 4
+        np.testing.assert_array_equal(batch.input.rate, [1.0, 2.0, 4.0, 8.0])
+        assert axes.input.rate == 0 and axes.plasticity.theta_p is None
+        print("ok")
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env["JAX_PLATFORMS"] = "cpu"
+    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0 and p.stdout.strip() == "ok", p.stderr[-2000:]

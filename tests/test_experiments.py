@@ -185,9 +185,18 @@ def test_timeline_shifts_pharmacology_windows():
 def test_stack_params_batches_only_what_differs():
     a = lt.Params()
     b = a.with_values("pharmacology", apv_on=0.0, apv_off=1e6)
-    params, axes = cm.stack_params([a, b])
+    params, axes = lt.stack_params([a, b])
     assert axes.pharmacology.apv_off == 0 and axes.plasticity.theta_p is None
     np.testing.assert_array_equal(params.pharmacology.apv_off, [0.0, 1e6])
+    # a scalar in one member and a per-neuron array in another: broadcast, then stacked
+    c = a.with_values("homeostasis", r_target=np.array([1.0, 2.0, 3.0]))
+    params, axes = lt.stack_params([a, c])
+    np.testing.assert_array_equal(params.homeostasis.r_target,
+                                  [[a.homeostasis.r_target] * 3, [1.0, 2.0, 3.0]])
+    assert axes.homeostasis.r_target == 0
+    assert lt.stack_params([a, a])[1] is None  # nothing differs: all shared
+    with pytest.raises(TypeError, match="non-empty sequence of Params"):
+        lt.stack_params([])
 
 
 def test_pooled_change_se_is_the_jackknife_of_the_pooled_ratio():
