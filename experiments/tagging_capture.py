@@ -207,7 +207,7 @@ def checks(summary: dict, quick: bool) -> list:
     names = summary["conditions"]
     v = {n: summary[f"{n}_pct_8h"] for n in names}
     alone, after, b1, b2 = names[:4]
-    has = set(names).__contains__  # summaries written before a condition was added
+    # (summaries written before a condition was added lack it)
     drug, lfs, cross = "s2_stet_anisomycin", "s2_wlfs_alone", "s2_wlfs_after_strong"
     sh = summary["stet_h"]
     when = {after: f"WTET {fmt_h(-sh[1])} after STET",
@@ -224,7 +224,7 @@ def checks(summary: dict, quick: bool) -> list:
             check(key[b1], v[b1], "> s2_alone (captured)", v[b1] > v[alone]),
             check(key[b2], v[b2], f"< {b1} (tag gone)", v[b2] < v[b1]),
         ]
-        if has(cross):
+        if cross in names:
             rows.append(check(key[cross], v[cross], f"< {lfs} (LTD captured)",
                               v[cross] < v[lfs]))
         return rows
@@ -236,10 +236,10 @@ def checks(summary: dict, quick: bool) -> list:
         check(key[b1], shown[b1], ">= +20 (captured)", v[b1] >= 20),
         check(key[b2], shown[b2], "<= +10 (not captured)", v[b2] <= 10),
     ]
-    if has(drug):
+    if drug in names:
         rows.append(check(key[drug], shown[drug],
                           ">= +30 (late LTP from S1's proteins)", v[drug] >= 30))
-    if has(cross):
+    if cross in names:
         rows += [
             check(key[lfs], shown[lfs], ">= -10 (no late LTD alone)", v[lfs] >= -10),
             check(key[cross], shown[cross], "<= -10 (cross-capture: late LTD)",

@@ -71,10 +71,8 @@ def run(ctx) -> dict:
     prot = lt.Protocol().train(exp["pathway"], t0, exp["freq_hz"], exp["n_pulses"])
     on, off = t0 - exp["clamp_lead_ms"], prot.end() + exp["clamp_tail_ms"]
     base = ctx.params.with_values("pharmacology", clamp_on=on, clamp_off=off)
+    # one voltage: nothing differs, and the single member shares every parameter
     params, axes = lt.stack_params([base.with_values("neuron", V_clamp=v) for v in vs])
-    if len(vs) == 1:  # nothing differs: give V_clamp its batch axis anyway
-        params = params.with_values("neuron", V_clamp=np.asarray(vs))
-        axes = axes.with_values("neuron", V_clamp=0)
     # the reference is read before the clamp; the read-out `after_ms` after it ends
     res = sweep(ctx, [prot] * len(vs), [off] * len(vs), params=params, params_axes=axes)
     out = {

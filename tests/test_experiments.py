@@ -551,3 +551,17 @@ def test_cli_fused_runs_and_says_so(tmp_path):
     assert all(c["passed"] for c in doc["checks"])
     report = (tmp_path / "report.md").read_text()
     assert "cpu cores, fused engine (quick version" in report
+
+
+def test_voltage_clamp_one_voltage_equals_its_member_of_a_sweep(tmp_path):
+    """A single clamp voltage (nothing differs between members, so every parameter is
+    shared) runs, and gives what the same voltage gives as one member of a sweep."""
+    def change(vs):
+        doc = ex.run("voltage_clamp_pairing", tmp_path / str(len(vs)), quick=True,
+                     overrides=[f"experiment.clamp_mv={vs}"], log=lambda m: None)
+        return dict(zip(doc["summary"]["clamp_mv"], doc["summary"]["change_pct"],
+                        strict=True))
+
+    one = change([-40.0])
+    assert one[-40.0] < 0  # LTD at -40 mV
+    assert change([-70.0, -40.0])[-40.0] == one[-40.0]
