@@ -1,13 +1,14 @@
 """STDP window (Bi & Poo 1998): 60 pairings at 1 Hz of a pulse to pathway S1 with a spike forced in every CA1 cell Δt later (Δt = t_post − t_pre from −100 to +100 ms); the S1 fEPSP proxy (summed weight) is measured 30 min after the last pairing, relative to just before the first. Each value is given ± its standard error over cells (jackknife).
 
 Preparation: cultured hippocampal neurons, as Bi & Poo recorded (EPSC amplitude 20-30
-min after the pairing). The calcium is that of the hippocampal defaults
-(`ltpnet.Params()`); the switch is refitted to Bi & Poo's binned window by `ltpnet fit
-configs/fit/hippocampal_cultures.toml`, without the slice bound on the noise of the
-depression band (the `[plasticity]` table of configs/experiments/stdp.toml;
-docs/model.md section 7). Every Δt is one member of a single vmapped batch (same
-network, same seed). The post spike is forced by current injection in all cells, so it
-also pairs the background inputs that happen to fire; `bg` is the control pathway.
+min after the pairing). The model is that of the hippocampal defaults
+(`ltpnet.Params()`); its calcium, bAP and switch are refitted to Bi & Poo's 45 cells by
+`ltpnet fit configs/fit/hippocampal_cultures.toml`, without the slice bound on the
+noise of the depression band (the `[calcium]`, `[neuron]` and `[plasticity]` tables
+of configs/experiments/stdp.toml; docs/model.md section 7). Every Δt is one member of
+a single vmapped batch (same network, same seed). The post spike is forced by current
+injection in all cells, so it also pairs the background inputs that happen to fire;
+`bg` is the control pathway.
 Expected (SCIENCE.md 2b and 3.2): LTP peaking at +5 to +10 ms (+50 to +100 %), LTD at
 −5 to −20 ms (−20 to −40 %), no change beyond ±60 ms.
 """

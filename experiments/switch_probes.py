@@ -1,7 +1,7 @@
 """What a protocol does to the switch's noise and to the protein trigger.
 
 Probes behind docs/model.md, sections 6 and 7, on pathway S1 of the canonical
-networks with their parameters (the hippocampal defaults; the culture switch of the
+networks with their parameters (the hippocampal defaults; the culture set of the
 stdp network):
 
 - Calcium (the maintenance network, configs/experiments/maintenance.toml): five test
@@ -15,7 +15,7 @@ stdp network):
   the membrane clamped at -55, -40 and -30 mV. Dudek & Bear's curve needs LTD to
   weaken from 3 to 10 Hz; this shows what the model's calcium does there, beside the
   clamped pulses that must depress (-55, -40 mV) and potentiate (-30 mV).
-- Pairings (the stdp network, configs/experiments/stdp.toml, with its culture switch
+- Pairings (the stdp network, configs/experiments/stdp.toml, with its culture set
   and its own number of cells whatever `--neurons` says): 3 pairings at 1 Hz at Bi &
   Poo's mean Δt per bin. Printed: the time per pair that the median S1 synapse spends
   above theta_d and above theta_p, beside what the fit's read-out assumes (`t_d_ms`,

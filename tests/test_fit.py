@@ -592,19 +592,60 @@ def test_read_out_matches_a_monte_carlo_of_the_two_noise_switch(x64, above_p):
     assert 0.05 < U < 0.95 or 0.05 < D < 0.95
 
 
-def test_stdp_experiment_carries_the_culture_fit():
-    """configs/experiments/stdp.toml's [plasticity] table is the result of
-    configs/fit/hippocampal_cultures.toml (all its restarts: a few seconds), to the
-    four significant figures it writes."""
+# The starting point of the best of configs/fit/hippocampal_cultures.toml's 32 restarts
+# (restart 29: "restarts"[29]["init"] in the fit.json `ltpnet fit` writes for it).
+CULTURE_BEST_START = {
+    "calcium.alpha_N": 1467.4013671875, "calcium.C_bAP": 0.4059329628944397,
+    "neuron.A_bAP": 95.49923706054688, "neuron.tau_bAP": 25.567989349365234,
+    "plasticity.theta_p": 2.4458320140838623, "plasticity.gamma_d": 39.63844680786133,
+    "plasticity.gamma_p": 57.536067962646484, "plasticity.sigma": 4.623710632324219,
+    "plasticity.sigma_p": 1.722072958946228}
+
+
+def _assert_stdp_carries(values, free, rtol):
+    """stdp.toml's [calcium], [neuron] and [plasticity] tables hold exactly the free
+    parameters, at `values` within `rtol`."""
     import tomllib
 
+    with open(CONFIGS / "experiments" / "stdp.toml", "rb") as f:
+        doc = tomllib.load(f)
+    table = {f"{g}.{k}": v for g in ("calcium", "neuron", "plasticity")
+             for k, v in doc.get(g, {}).items()}
+    assert sorted(table) == sorted(free)
+    for k, v in table.items():
+        np.testing.assert_allclose(v, float(values[k]), rtol=rtol, err_msg=k)
+
+
+def test_stdp_experiment_carries_the_culture_fit():
+    """configs/experiments/stdp.toml's calcium, bAP and switch are the result of
+    configs/fit/hippocampal_cultures.toml: its best restart, run alone from its
+    recorded start (all 32 restarts take 2.5 min: the slow test below).
+
+    Alone, the restart is summed in another order than inside the batch of 32, and
+    800 annealed steps over hard thresholds carry that difference into the values:
+    they end within 3.0 % of the batch's (sigma_p the most), chi2 50.4 instead of
+    45.1. Hence 5 % here; the previous culture set differs by 2-40x."""
+    from ltpnet.fit import fit, load_config
+
+    cfg = load_config(CONFIGS / "fit" / "hippocampal_cultures.toml")
+    assert sorted(CULTURE_BEST_START) == sorted(cfg.free)
+    got = fit(cfg.conditions, model=cfg.model, free=cfg.free, fixed=cfg.fixed,
+              preset_name=cfg.preset, optimizer=cfg.optimizer, steps=cfg.steps,
+              restarts=1, temperature=cfg.temperature, options=cfg.options,
+              init_points=[CULTURE_BEST_START], progress=None)
+    _assert_stdp_carries(got.values, cfg.free, rtol=0.05)
+
+
+@pytest.mark.slow
+def test_culture_fit_best_restart_starts_where_recorded():
+    """All 32 restarts of configs/fit/hippocampal_cultures.toml: the best starts at
+    CULTURE_BEST_START and ends at stdp.toml's values, to the four significant
+    figures the config writes."""
     from ltpnet.fit import load_config, run_config
 
     cfg = load_config(CONFIGS / "fit" / "hippocampal_cultures.toml")
-    got = run_config(cfg, progress=None).values
-    with open(CONFIGS / "experiments" / "stdp.toml", "rb") as f:
-        table = tomllib.load(f)["plasticity"]
-    assert sorted(f"plasticity.{k}" for k in table) == sorted(cfg.free)
-    for k, v in table.items():
-        np.testing.assert_allclose(v, float(got[f"plasticity.{k}"]), rtol=1e-3,
-                                   err_msg=k)
+    res = run_config(cfg, progress=None)
+    start = res.restarts[res.best]["init"]
+    for k, v in CULTURE_BEST_START.items():
+        assert start[k] == pytest.approx(v, rel=1e-6), k
+    _assert_stdp_carries(res.values, cfg.free, rtol=1e-3)
