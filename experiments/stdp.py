@@ -10,7 +10,11 @@ a single vmapped batch (same network, same seed). The post spike is forced by cu
 injection in all cells, so it also pairs the background inputs that happen to fire;
 `bg` is the control pathway.
 Expected (SCIENCE.md 2b and 3.2): LTP peaking at +5 to +10 ms (+50 to +100 %), LTD at
-−5 to −20 ms (−20 to −40 %), no change beyond ±60 ms.
+−5 to −20 ms (−20 to −40 %), no change beyond ±60 ms, and each of Bi & Poo's 8 bins
+within two SEM of its mean. A bin's mean depends on where in the bin its cells lie
+(the (−10, 0] bin holds LTD at −5 ms and two potentiated cells at −3.4 and −2.4 ms),
+so with bins_at = "cells" (the default) every cell's Δt is a member of the sweep and
+the model's bin is the mean over the bin's cells, each read at its own Δt.
 """
 
 from __future__ import annotations
@@ -34,7 +38,9 @@ DEFAULTS = {
     "pair_freq_hz": 1.0,
     "baseline_ms": 10_000.0,
     "after_ms": 1_800_000.0,
-}
+    "bins_at": "cells",          # "cells": the bins are read at Bi & Poo's cells' Δt
+}                                # (added as members); "delta_t": at the members above
+BINS_AT = ("cells", "delta_t")
 SUMMARY_KEYS = ("dt_ms", "change_pct")
 
 DATA = Path(lt.__file__).resolve().parent / "data" / "bi_poo_1998_binned.csv"
@@ -62,8 +68,30 @@ def _bi_poo_points():
     return np.array([[float(r["dt_ms"]), (float(r["ratio"]) - 1) * 100] for r in rows])
 
 
+def cell_dts() -> np.ndarray:
+    """The Δt [ms] of Bi & Poo's 45 cells, one per cell (so repeated Δt repeat)."""
+    pts = _bi_poo_points()
+    if pts is None:
+        raise ExperimentError(f"[experiment] bins_at='cells' needs the 45 cells of "
+                              f"{DATA.with_name('bi_poo_1998.csv')}, which is missing; "
+                              f"set bins_at='delta_t'")
+    return pts[:, 0]
+
+
+def members(exp: dict) -> list[float]:
+    """The Δt of the sweep, sorted: `delta_t`, and with bins_at = "cells" every Δt of
+    Bi & Poo's cells as well, so that each bin is read where its cells lie."""
+    dts = {float(d) for d in exp["delta_t"]}
+    if exp["bins_at"] == "cells":
+        dts |= {float(d) for d in cell_dts()}
+    return sorted(dts)
+
+
 def validate(spec: lt.ModelSpec, params: lt.Params, exp: dict) -> None:
     """ExperimentError naming the key unless the config suits the protocol."""
+    if exp["bins_at"] not in BINS_AT:
+        raise ExperimentError(f"[experiment] bins_at must be one of {list(BINS_AT)}, "
+                              f"got bins_at={exp['bins_at']!r}")
     for key in ("pathway", "control"):
         if exp[key] not in spec.pathway_names:
             raise ExperimentError(f"[experiment] {key} must be one of the pathways "
@@ -79,10 +107,16 @@ def validate(spec: lt.ModelSpec, params: lt.Params, exp: dict) -> None:
                               f"period ({period / 2:g} ms at pair_freq_hz={f:g}), so each "
                               f"post spike belongs to one pre pulse; got delta_t="
                               f"{exp['delta_t']} (bad: {bad})")
+    bad = [d for d in members(exp) if not abs(d) < period / 2]
+    if bad:
+        raise ExperimentError(f"[experiment] bins_at='cells' adds the Δt of Bi & Poo's "
+                              f"cells, and {bad} ms do not lie within ±half the pair "
+                              f"period ({period / 2:g} ms at pair_freq_hz={f:g}); "
+                              f"set bins_at='delta_t'")
     if exp["n_pairs"] < 1:
         raise ExperimentError(f"[experiment] n_pairs must be >= 1, got n_pairs="
                               f"{exp['n_pairs']}")
-    if exp["baseline_ms"] < 2_000.0 + max(0.0, -min(exp["delta_t"])):
+    if exp["baseline_ms"] < 2_000.0 + max(0.0, -min(members(exp))):
         raise ExperimentError(f"[experiment] baseline_ms must be >= 2 s (plus the largest "
                               f"negative dt), got baseline_ms={exp['baseline_ms']} ms")
     if exp["after_ms"] <= 0:
@@ -92,7 +126,8 @@ def validate(spec: lt.ModelSpec, params: lt.Params, exp: dict) -> None:
 
 def run(ctx) -> dict:
     exp = ctx.exp
-    dts = [float(d) for d in exp["delta_t"]]
+    dts = members(exp)
+    cells = cell_dts() if exp["bins_at"] == "cells" else None
     t0 = exp["baseline_ms"]
     prots = [lt.Protocol().pairing(exp["pathway"], t0, exp["pair_freq_hz"],
                                    exp["n_pairs"], d) for d in dts]
@@ -109,19 +144,27 @@ def run(ctx) -> dict:
         "time_min": res["t_min"].round(3).tolist(),
         "trace_pct": res["trace_pct"].round(2).tolist(),
         "bi_poo_1998": bi_poo_binned(),
+        "bins_at": exp["bins_at"],
     }
-    out["bins"] = _binned(dts, res["change"])
+    out["bins"] = _binned(dts, res["change"], cells)
     # the bin means recomputed with each neuron left out: their jackknife error
-    loo = np.asarray([_binned(dts, x) for x in res["loo"].T], dtype=float)  # (n, bins)
+    loo = np.asarray([_binned(dts, x, cells) for x in res["loo"].T],
+                     dtype=float)  # (n, bins)
     out["bins_se"] = cm.finite_or_none(cm.jackknife_se(loo.T))
     if ctx.neurons is not None:
         out["neurons"] = {"change_pct": [cm.distribution(x) for x in res["per_neuron"]]}
     return out
 
 
-def _binned(dts, change) -> list:
-    """Model mean over the Δt of each Bi & Poo bin (None where no Δt falls in it)."""
+def _binned(dts, change, cells=None) -> list:
+    """Model mean of each Bi & Poo bin (None where no Δt falls in it): over the
+    members' Δt in the bin, or, given `cells` (the cells' Δt, each a member), over
+    the cells in the bin, each read at its own Δt: the average the data's bin is."""
     d, c = np.asarray(dts, float), np.asarray(change, float)
+    if cells is not None:
+        at = {x: i for i, x in enumerate(d.tolist())}
+        d = np.asarray(cells, float)
+        c = c[[at[float(x)] for x in d]]
     out = []
     for b in bi_poo_binned():
         lo, hi = b["bin"]
@@ -162,11 +205,12 @@ def checks(summary: dict, quick: bool) -> list:
         out.append(cm.check(f"|change| for |Δt| ≥ 60 ms (largest, at {d[k]:+g} ms)",
                             cm.with_se(c[k], se[k]), "≈ 0 (within ±10 %)", abs(c[k]) <= 10))
     bins_se = cm.se_list(summary, "bins_se", len(summary["bins"]))
+    at = " (at the cells' Δt)" if summary.get("bins_at") == "cells" else ""
     for b, m, e in zip(summary["bi_poo_1998"], summary["bins"], bins_se, strict=True):
         if m is None:
             continue
         lo, hi = b["bin"]
-        out.append(cm.check(f"bin ({lo:g}, {hi:g}] ms mean", cm.with_se(m, e),
+        out.append(cm.check(f"bin ({lo:g}, {hi:g}] ms mean{at}", cm.with_se(m, e),
                             f"{b['pct']:+.1f} ± 2×{b['sem_pct']:.1f} (Bi & Poo)",
                             abs(m - b["pct"]) <= 2 * b["sem_pct"]))
     return out
@@ -199,9 +243,10 @@ def plot(summary: dict, path) -> None:
     t = np.asarray(summary["time_min"])
     tr = np.asarray(summary["trace_pct"])
     cmap = plt.get_cmap("coolwarm")
+    every = -(-len(o) // 8)  # label about 8 of the traces
     for j, i in enumerate(o):
         bx.plot(t, tr[i], color=cmap(j / max(len(o) - 1, 1)), lw=1,
-                label=f"{d[i]:+g} ms" if len(o) <= 8 or j % 3 == 0 else None)
+                label=f"{d[i]:+g} ms" if j % every == 0 else None)
     span = summary["n_pairs"] / summary["pair_freq_hz"] / 60
     bx.axvspan(0, span, color="0.9", lw=0)
     bx.axhline(0, color="k", lw=0.8)

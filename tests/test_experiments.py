@@ -284,6 +284,50 @@ def test_sweep_checks_print_the_standard_error_and_judge_the_value():
     assert rows["change_pct, Δt in −20…−5 ms (least negative)"].value == "-18.0 ± 3.0"
 
 
+def test_stdp_bins_read_at_the_cells_average_like_the_data():
+    """With the cells' Δt, a bin is the mean over its cells, each read at its own Δt
+    (a Δt shared by two cells counts twice); without, the mean over the members in
+    the bin. The check names which."""
+    from experiments import stdp
+
+    d = [-5.0, -3.4, 5.0, 80.0]
+    ch = [-30.0, 20.0, 60.0, 1.0]
+    cells = [-5.0, -3.4, -3.4, 80.0]
+    i = [b["bin"] for b in stdp.bi_poo_binned()].index((-10.0, 0.0))
+    j = [b["bin"] for b in stdp.bi_poo_binned()].index((0.0, 10.0))
+    at_cells, at_members = stdp._binned(d, ch, cells), stdp._binned(d, ch)
+    assert at_cells[i] == pytest.approx(10.0 / 3) and at_members[i] == -5.0
+    assert at_cells[j] is None and at_members[j] == 60.0
+    s = {"dt_ms": d, "change_pct": ch, "bi_poo_1998": stdp.bi_poo_binned(),
+         "bins": at_cells, "bins_at": "cells"}
+    keys = [r.key for r in stdp.checks(s, False)]
+    assert "bin (-10, 0] ms mean (at the cells' Δt)" in keys
+    del s["bins_at"]
+    assert "bin (-10, 0] ms mean" in [r.key for r in stdp.checks(s, False)]
+
+
+def test_stdp_sweeps_every_cells_dt():
+    """bins_at = "cells" adds each of Bi & Poo's 45 cells' Δt to the sweep (39
+    distinct); a bad value, or a pair frequency whose half period the cells' Δt
+    exceed, is refused before any work."""
+    from experiments import stdp
+
+    _, exp = ex.load("stdp")
+    got = stdp.members(exp)
+    assert len(stdp.cell_dts()) == 45 and set(stdp.cell_dts()) <= set(got)
+    assert set(exp["delta_t"]) <= set(got) and got == sorted(got)
+    with pytest.raises(ex.ExperimentError,
+                       match="bins_at must be one of \\['cells', 'delta_t'\\], got "
+                             "bins_at='mean'"):
+        ex.load("stdp", overrides=["experiment.bins_at=mean"])
+    with pytest.raises(ex.ExperimentError, match="bins_at='cells' adds the Δt of Bi & "
+                       "Poo's cells, and \\[-102.3\\] ms do not lie within"):
+        ex.load("stdp", overrides=["experiment.pair_freq_hz=5.0",
+                                   "experiment.delta_t=[-10.0, 10.0]"])
+    _, quick = ex.load("stdp", quick=True)
+    assert stdp.members(quick) == [-10.0, 10.0]
+
+
 # --------------------------------------------------------------------------- framework
 
 TOY = '''
