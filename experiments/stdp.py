@@ -1,4 +1,4 @@
-"""STDP window (Bi & Poo 1998): 60 pairings at 1 Hz of a pulse to pathway S1 with a spike forced in every CA1 cell Δt later (Δt = t_post − t_pre from −100 to +100 ms); the S1 fEPSP proxy (summed weight) is measured 30 min after the last pairing, relative to just before the first. Each value is given ± its standard error over cells (jackknife).
+"""STDP window (Bi & Poo 1998): 60 pairings at 1 Hz of a pulse to pathway S1 with a spike forced in every CA1 cell Δt later (Δt = t_post − t_pre from −102.3 to +100 ms: a grid and the Δt of Bi & Poo's 45 cells); the S1 fEPSP proxy (summed weight) is measured 30 min after the last pairing, relative to just before the first. Each value is given ± its standard error over cells (jackknife).
 
 Preparation: cultured hippocampal neurons, as Bi & Poo recorded (EPSC amplitude 20-30
 min after the pairing). The model is that of the hippocampal defaults
