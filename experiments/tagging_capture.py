@@ -126,6 +126,8 @@ def validate(spec: lt.ModelSpec, params: lt.Params, exp: dict) -> None:
 # before_short_ms, before_long_ms, anisomycin_s1_ms, readout_ms)
 CONDITIONS = ("s2_alone", "s2_after_strong", "s2_before_1h", "s2_before_4h",
               "s2_stet_anisomycin", "s2_wlfs_alone", "s2_wlfs_after_strong")
+# the later conditions, found by name: summaries written before one was added lack it
+DRUG, LFS, CROSS = CONDITIONS[4:]
 
 
 def run(ctx) -> dict:
@@ -207,13 +209,11 @@ def checks(summary: dict, quick: bool) -> list:
     names = summary["conditions"]
     v = {n: summary[f"{n}_pct_8h"] for n in names}
     alone, after, b1, b2 = names[:4]
-    # (summaries written before a condition was added lack it)
-    drug, lfs, cross = "s2_stet_anisomycin", "s2_wlfs_alone", "s2_wlfs_after_strong"
     sh = summary["stet_h"]
     when = {after: f"WTET {fmt_h(-sh[1])} after STET",
             b1: f"WTET {fmt_h(sh[2])} before STET",
             b2: f"WTET {fmt_h(sh[3])} before STET",
-            lfs: "WLFS alone", cross: f"WLFS {fmt_h(-sh[1])} after STET"}
+            LFS: "WLFS alone", CROSS: f"WLFS {fmt_h(-sh[1])} after STET"}
     if quick:  # other times: the key says which
         at = fmt_h(summary["readout_h"])
         key = {n: f"{n}_pct ({when.get(n, 'WTET alone')}; at {at})" for n in names}
@@ -224,9 +224,9 @@ def checks(summary: dict, quick: bool) -> list:
             check(key[b1], v[b1], "> s2_alone (captured)", v[b1] > v[alone]),
             check(key[b2], v[b2], f"< {b1} (tag gone)", v[b2] < v[b1]),
         ]
-        if cross in names:
-            rows.append(check(key[cross], v[cross], f"< {lfs} (LTD captured)",
-                              v[cross] < v[lfs]))
+        if CROSS in names:
+            rows.append(check(key[CROSS], v[CROSS], f"< {LFS} (LTD captured)",
+                              v[CROSS] < v[LFS]))
         return rows
     key = {n: f"{n}_pct_8h" for n in names}
     shown = {n: value_se(summary, key[n]) for n in names}
@@ -236,14 +236,14 @@ def checks(summary: dict, quick: bool) -> list:
         check(key[b1], shown[b1], ">= +20 (captured)", v[b1] >= 20),
         check(key[b2], shown[b2], "<= +10 (not captured)", v[b2] <= 10),
     ]
-    if drug in names:
-        rows.append(check(key[drug], shown[drug],
-                          ">= +30 (late LTP from S1's proteins)", v[drug] >= 30))
-    if cross in names:
+    if DRUG in names:
+        rows.append(check(key[DRUG], shown[DRUG],
+                          ">= +30 (late LTP from S1's proteins)", v[DRUG] >= 30))
+    if CROSS in names:
         rows += [
-            check(key[lfs], shown[lfs], ">= -10 (no late LTD alone)", v[lfs] >= -10),
-            check(key[cross], shown[cross], "<= -10 (cross-capture: late LTD)",
-                  v[cross] <= -10),
+            check(key[LFS], shown[LFS], ">= -10 (no late LTD alone)", v[LFS] >= -10),
+            check(key[CROSS], shown[CROSS], "<= -10 (cross-capture: late LTD)",
+                  v[CROSS] <= -10),
         ]
     return rows
 
@@ -259,28 +259,28 @@ def plot(summary: dict, path):
     sh = dict(zip(names, summary["stet_h"], strict=True))
     colors = dict(zip(CONDITIONS, ("k", "tab:red", "tab:green", "tab:blue",
                                    "tab:purple", "0.45", "tab:orange"), strict=True))
-    drug, lfs, cross = "s2_stet_anisomycin", "s2_wlfs_alone", "s2_wlfs_after_strong"
     labels = {names[0]: "WTET S2 alone",
               names[1]: f"WTET S2 {fmt_h(-sh[names[1]])} after STET S1",
               names[2]: f"WTET S2 {fmt_h(sh[names[2]])} before STET S1",
               names[3]: f"WTET S2 {fmt_h(sh[names[3]])} before STET S1",
-              lfs: "WLFS S2 alone",
-              cross: f"WLFS S2 {fmt_h(-(sh.get(cross) or 0))} after STET S1"}
-    if drug in names:  # S2's STET under anisomycin, after S1's STET
-        at = summary["s2_at_h"][names.index(drug)]
-        labels[drug] = (f"STET S2 {fmt_h(at - sh[drug])} after STET S1, under "
+              LFS: "WLFS S2 alone"}
+    if CROSS in names:
+        labels[CROSS] = f"WLFS S2 {fmt_h(-sh[CROSS])} after STET S1"
+    if DRUG in names:  # S2's STET under anisomycin, after S1's STET
+        at = summary["s2_at_h"][names.index(DRUG)]
+        labels[DRUG] = (f"STET S2 {fmt_h(at - sh[DRUG])} after STET S1, under "
                         f"anisomycin (shaded)")
     fig, axes = plt.subplots(1, 3, figsize=(16, 5),
                              gridspec_kw={"width_ratios": [2.2, 1.2, 1.2]})
     ax = axes[0]
     for name in names:
-        alone = name in (names[0], lfs)
+        alone = name in (names[0], LFS)
         ax.plot(t, summary["s2_pct"][name], color=colors[name],
                 lw=2.4 if alone else 1.4, ls="--" if alone else "-",
                 label=labels[name], zorder=1 if alone else 2)
         if sh[name] is not None:
             ax.axvline(sh[name], color=colors[name], lw=0.8, ls=":")
-    if drug in names:
+    if DRUG in names:
         ax.axvspan(*summary["anisomycin_h"], color="tab:purple", alpha=0.08, lw=0)
         ax.axvline(at, color="tab:purple", lw=0.8, ls="-.")
         ax.axhline(30, color="tab:purple", lw=0.6, ls="--")
@@ -311,7 +311,7 @@ def plot(summary: dict, path):
     tick = {names[0]: "alone", names[1]: "after",
             names[2]: "before\n" + fmt_h(sh[names[2]]),
             names[3]: "before\n" + fmt_h(sh[names[3]]),
-            drug: "STET,\nanisom.", lfs: "WLFS\nalone", cross: "WLFS\nafter"}
+            DRUG: "STET,\nanisom.", LFS: "WLFS\nalone", CROSS: "WLFS\nafter"}
     ax.set_xticks(range(len(names)), [tick[m] for m in names], fontsize=8)
     ax.set_title(f"S2 at {fmt_h(summary['readout_h'])}, per neuron (n = {n})",
                  fontsize=10)

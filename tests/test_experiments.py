@@ -307,14 +307,15 @@ def test_stdp_bins_read_at_the_cells_average_like_the_data():
 
 
 def test_stdp_sweeps_every_cells_dt():
-    """bins_at = "cells" adds each of Bi & Poo's 45 cells' Δt to the sweep (39
-    distinct); a bad value, or a pair frequency whose half period the cells' Δt
+    """bins_at = "cells" adds each of Bi & Poo's 45 cells' Δt to the sweep (40
+    distinct, 2 of them on the grid: 56 members); a bad value, or a pair frequency whose half period the cells' Δt
     exceed, is refused before any work."""
     from experiments import stdp
 
     _, exp = ex.load("stdp")
     got = stdp.members(exp)
     assert len(stdp.cell_dts()) == 45 and set(stdp.cell_dts()) <= set(got)
+    assert len(set(stdp.cell_dts())) == 40 and len(got) == 56
     assert set(exp["delta_t"]) <= set(got) and got == sorted(got)
     with pytest.raises(ex.ExperimentError,
                        match="bins_at must be one of \\['cells', 'delta_t'\\], got "

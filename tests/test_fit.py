@@ -624,7 +624,8 @@ def test_stdp_experiment_carries_the_culture_fit():
     Alone, the restart is summed in another order than inside the batch of 32, and
     800 annealed steps over hard thresholds carry that difference into the values:
     they end within 3.0 % of the batch's (sigma_p the most), chi2 50.4 instead of
-    45.1. Hence 5 % here; the previous culture set differs by 2-40x."""
+    45.1. Hence 5 % here; the previous culture set differs by 7 % (alpha_N) to
+    6x (sigma_p), and lacks the calcium and bAP keys."""
     from ltpnet.fit import fit, load_config
 
     cfg = load_config(CONFIGS / "fit" / "hippocampal_cultures.toml")
