@@ -308,8 +308,8 @@ def test_stdp_bins_read_at_the_cells_average_like_the_data():
 
 def test_stdp_sweeps_every_cells_dt():
     """bins_at = "cells" adds each of Bi & Poo's 45 cells' Δt to the sweep (40
-    distinct, 2 of them on the grid: 56 members); a bad value, or a pair frequency whose half period the cells' Δt
-    exceed, is refused before any work."""
+    distinct, 2 of them on the grid: 56 members); a bad value, or a pair frequency
+    whose half period the cells' Δt exceed, is refused before any work."""
     from experiments import stdp
 
     _, exp = ex.load("stdp")
