@@ -351,6 +351,10 @@ def _resolve_params(ctx: _Ctx, raw: dict, spec: ModelSpec) -> Params:
     if errs:
         where = re.match(r"\[(\w+)\] (\w+)", errs[0])
         ctx.fail(f"{where.group(1)}.{where.group(2)}" if where else "", errs[0])
+    if not spec.depression and np.any(np.asarray(params.input.u_rel) != 0):
+        ctx.fail("input.u_rel", "[input] u_rel must be 0 unless spec.depression is "
+                 "true (it is the share of the releasable pool a spike uses), got "
+                 f"u_rel={params.input.u_rel!r}")
     ph = params.pharmacology
     for w in WINDOWS:  # a window set in the file must open before it closes
         if {f"{w}_on", f"{w}_off"} & set(given["pharmacology"]):

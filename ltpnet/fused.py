@@ -219,7 +219,7 @@ def unpack_all(tree):
 
 def synapse_block(
     cr, s, bits, beta, gamma, pre_idx, co: Coeffs, drift_block: bool, noise=None,
-    switch=None, relax_to=None, decay=None,
+    switch=None, relax_to=None, decay=None, rel=None,
 ):
     """Advance every synapse `(n_post, k)` of packed `cr` through one block.
 
@@ -249,6 +249,10 @@ def synapse_block(
         relax_to: `(n_post, k)` late state z for CaMKII T286A (`spec.t286a`): the
             switch cannot latch, so the cubic drift is replaced by relaxation to z,
             -dt/tau_T286A (rho - z), as in `plasticity.update_rho`; else None.
+        rel: `(n_pre,)` release of each input's spike in the block with short-term
+            depression (`spec.depression`): a spike bit adds rel to the trace
+            instead of 1 (exact for an input that spikes at most once per block;
+            a second spike in the block adds the first one's release); else None.
 
     Returns:
         The packed state after the block (rho clipped to [0, 1] at the end unless
@@ -268,6 +272,7 @@ def synapse_block(
         sd_d = jnp.abs(pl.sigma)
         sd_p = jnp.sqrt(pl.sigma**2 + pl.sigma_p**2)
     s_syn = 0.0 if s is None else synapse.take(s, pre_idx)
+    rel_syn = None if rel is None else synapse.take(rel, pre_idx)
     eN = co.eN if decay is None else decay
     if bits is not None:  # gather a float view of the bits: XLA then fuses the gather
         b = jax.lax.bitcast_convert_type(
@@ -276,7 +281,8 @@ def synapse_block(
         )
     for t in range(T):
         if bits is not None:
-            s_syn = s_syn * eN + ((b >> t) & 1).astype(dt)
+            x_t = ((b >> t) & 1).astype(dt)
+            s_syn = s_syn * eN + (x_t if rel_syn is None else x_t * rel_syn)
         c = c * co.eCa + (beta[t][:, None] * s_syn + gamma[t][:, None])
         ltp = c > pl.theta_p
         m = jnp.where(ltp, m_p, jnp.where(c > pl.theta_d, m_d, 1.0))
@@ -430,12 +436,13 @@ def run_impl(
 
     def neuron_step(carry, xs, w_nmda=None):
         s2, post, inh, bits2, xh, dbits2 = carry
-        d, idx, u, words, t = xs
+        d, idx, u, words, t, rel = xs
         # per input, in the (32, nw) word layout (input b * nw + w at [b, w]): the NMDA
         # trace and the spike bits of the block, carried through the loop so that the
         # synapse pass gathers them from memory
         x2 = (words[None, :] >> jnp.arange(32, dtype=jnp.uint32)[:, None]) & 1
-        s2 = s2 * co.eN + x2.astype(s2.dtype)
+        s2 = s2 * co.eN + (x2.astype(s2.dtype) if rel is None
+                           else synapse.word_layout(rel, 0.0))
         bits2 = bits2 | (x2 << t.astype(jnp.uint32))
         x = x2.reshape(-1)[: spec.n_pre].astype(bool)
         if linear:  # the spikes that reach the calcium, ca_delay_steps late
@@ -518,6 +525,16 @@ def run_impl(
         # 1. the input spikes of the block, one packed row per step, kept in memory
         #    so that no consumer repeats the draw
         words = _in_memory(jax.lax.map(lambda a: draw(*a), (d, idx)), idx[0])
+        # 1b. short-term depression: the release of every input's spike of the block
+        #     (from the pool at the block start, step by step), and the pool after it
+        rel, pool = None, st.pre.pool
+        if spec.depression:
+            def release_step(r, w):
+                return synapse.release(r, synapse.unpack_bits(w, spec.n_pre),
+                                       p.input.u_rel, co.eRec)[::-1]
+
+            pool, rel = jax.lax.scan(release_step, st.pre.pool, words)
+            rel = _in_memory(rel, idx[0])
         # 2. the AMPA sums of every step of the block (efficacies of the block start;
         #    with phases q = clip(z + rho - rho_ref, 0, 1), computed only where gathered)
         with_q = spec.phases or spec.switch_noise
@@ -537,13 +554,14 @@ def run_impl(
                 conn.max_out,
                 spec.spikes_per_batch,
                 spec.n_post,
+                rel,
             )
         else:
             x_blk = _in_memory(
                 jax.vmap(lambda w: synapse.unpack_bits(w, spec.n_pre))(words), idx[0]
             )
             u = synapse.dense_sums(
-                x_blk,
+                x_blk if rel is None else rel,
                 q if with_q else rho_of(cr),
                 conn.pre_idx,
                 pl.w_min,
@@ -561,9 +579,9 @@ def run_impl(
         (s2_end, post, inh, bits2, xh, dbits2), (beta, y, xs_) = jax.lax.scan(
             lambda c_, x_: neuron_step(c_, x_, w_nmda),
             carry0,
-            (d, idx, u, words, jnp.arange(T, dtype=jnp.int32)),
+            (d, idx, u, words, jnp.arange(T, dtype=jnp.int32), rel),
         )
-        pre = st.pre.replace(s=s2_end.reshape(-1)[: spec.n_pre], x_hist=xh)
+        pre = st.pre.replace(s=s2_end.reshape(-1)[: spec.n_pre], x_hist=xh, pool=pool)
         # calcium of a post spike: the bAP's C_bAP, or C_post of linear calcium
         gamma = (p.calcium.C_post if linear else p.calcium.C_bAP) * y.astype(beta.dtype)
         ys, counts = y[:, :n_sp], jnp.sum(y, axis=1, dtype=jnp.int32)
@@ -603,6 +621,7 @@ def run_impl(
             switch,
             st.syn.z if spec.t286a else None,
             0.0 if linear else None,
+            None if rel is None or T == 1 else _in_memory(jnp.max(rel, axis=0), idx[0]),
         )
         st = State(pre=pre, post=post, syn=st.syn.replace(cr=cr), inh=inh)
         if spec.phases:  # slow_every is a multiple of T: at most one tick per block
@@ -687,6 +706,9 @@ def traffic(spec: ModelSpec, conn: Connectivity, obs: Observe | None = None) -> 
     }
     if spec.t286a:
         items["synapses: read z (T286A)"] = n_syn * f / T
+    if spec.depression:  # the pool and each step's release; one table per block
+        items["inputs: releasable pool, release (read+write)"] = 4 * n_pre * f
+        items["synapses: release table"] = n_pre * f / T
     if spec.nmda_current:  # sum_k w s per neuron, every step
         items["NMDA current: weights, pre_idx, gathered traces"] = n_syn * (2 * f + idx)
     if spec.calcium == "linear" and spec.ca_delay_steps:

@@ -36,10 +36,13 @@ class NeuronParams:
 
 @pytree_dataclass
 class InputParams:
-    """CA3 input population: Poisson drive and NMDA gating."""
+    """CA3 input population: Poisson drive, NMDA gating and short-term depression
+    (`ModelSpec.depression`)."""
 
     rate: float = 0.1  # spontaneous Poisson rate, scalar or one per pathway [Hz]
     tau_N: float = 50.0  # NMDA gating trace decay [ms]
+    u_rel: float = 0.0  # share of the releasable pool a spike uses (0: none) [1]
+    tau_rec: float = 500.0  # recovery of the releasable pool [ms]
 
 
 @pytree_dataclass
@@ -237,6 +240,9 @@ def param_errors(p: Params) -> list[str]:
             err("neuron", f"{name} must be >= 0, got {name}={_val(getattr(n, name))}")
     if np.any(a(p.input.rate) < 0):
         err("input", f"rate must be >= 0 Hz, got rate={_val(p.input.rate)}")
+    if np.any((a(p.input.u_rel) < 0) | (a(p.input.u_rel) >= 1)):
+        err("input", f"u_rel is the share of the releasable pool a spike uses and must "
+                     f"lie in [0, 1), got u_rel={_val(p.input.u_rel)}")
     for name in ("alpha_N", "C_bAP", "Mg", "C_pre", "C_post"):
         if np.any(a(getattr(c, name)) < 0):
             err("calcium", f"{name} must be >= 0, got {name}={_val(getattr(c, name))}")

@@ -43,6 +43,12 @@ class ModelSpec:
         phases: Early/late phases with tags, protein synthesis and consolidation.
         homeostasis: Multiplicative synaptic scaling on.
         nmda_current: NMDA conductance acts on the membrane (not only on calcium).
+        depression: Short-term depression of release (Tsodyks & Markram 1997): each
+            input carries a releasable pool R (1 at rest); a spike releases R
+            (relative to a rested pool) into its NMDA trace and AMPA input, uses
+            the share `input.u_rel` of it, and the pool recovers as
+            (1 - R)/`input.tau_rec`. Needs `calcium = "nmda"`. Off: every spike
+            releases 1 (u_rel must then be 0).
         n_inh: Feed-forward inhibitory interneurons (0 = none).
         k_inh: Input synapses per interneuron.
         k_ie: Interneuron synapses per pyramidal neuron.
@@ -100,6 +106,7 @@ class ModelSpec:
     phases: bool = True
     homeostasis: bool = True
     nmda_current: bool = False
+    depression: bool = False
     n_inh: int = 0
     k_inh: int = 0
     k_ie: int = 0
@@ -190,6 +197,9 @@ class ModelSpec:
         if self.t286a and not self.phases:
             bad("t286a", self.t286a, "False unless phases is on (T286A relaxes the switch "
                 "to the late state)")
+        if self.depression and self.calcium != "nmda":
+            bad("depression", self.depression, "False unless calcium is 'nmda' (the "
+                "linear calcium's jumps C_pre do not read the release)")
         if not 0.0 <= self.beta_down <= 1.0:
             bad("beta_down", self.beta_down, "in [0, 1]")
         if self.rng not in RNGS:
@@ -201,7 +211,7 @@ class ModelSpec:
         if self.syn_dtype not in SYN_DTYPES:
             bad("syn_dtype", self.syn_dtype, f"one of {list(SYN_DTYPES)}")
         for name in ("fused", "switch_noise", "t286a", "phases", "homeostasis",
-                     "nmda_current", "sort_synapses"):
+                     "nmda_current", "depression", "sort_synapses"):
             if not isinstance(getattr(self, name), bool):
                 bad(name, getattr(self, name), "true or false")
         if not self.fused:

@@ -20,10 +20,12 @@ class PreState:
         s: NMDA gating trace [1].
         x_hist: `(ca_delay_steps, n_pre)` bool ring buffer of past input spikes
             (linear calcium with a presynaptic delay), else None.
+        pool: Releasable pool, 1 at rest (`ModelSpec.depression`), else None.
     """
 
     s: jnp.ndarray
     x_hist: jnp.ndarray | None = None
+    pool: jnp.ndarray | None = None
 
 
 @pytree_dataclass
@@ -122,7 +124,8 @@ def init_state(spec: ModelSpec, params: Params, rho0: np.ndarray) -> State:
             y=jnp.zeros(spec.n_inh, bool),
         )
     return State(
-        pre=PreState(s=jnp.zeros(spec.n_pre, dt), x_hist=x_hist),
+        pre=PreState(s=jnp.zeros(spec.n_pre, dt), x_hist=x_hist,
+                     pool=jnp.ones(spec.n_pre, dt) if spec.depression else None),
         post=PostState(
             v=post(n.E_L), g=post(0.0), g_I=post(0.0), bap=post(0.0),
             refrac=jnp.zeros(spec.n_post, jnp.int32),

@@ -44,6 +44,7 @@ class Coeffs:
     dt: jnp.ndarray
     p_in: jnp.ndarray  # (n_pre,) spike probability per step
     eN: jnp.ndarray
+    eRec: jnp.ndarray  # recovery of the releasable pool (ModelSpec.depression)
     eA: jnp.ndarray
     eG: jnp.ndarray
     eCa: jnp.ndarray
@@ -78,6 +79,7 @@ def discretise(spec: ModelSpec, params: Params, conn: Connectivity) -> Coeffs:
         p=p, dt=dt,
         p_in=(rate * dt / MS_PER_S)[jnp.asarray(conn.pre_pathway)],
         eN=jnp.exp(-dt / p.input.tau_N),
+        eRec=jnp.exp(-dt / p.input.tau_rec),
         eA=jnp.exp(-dt / n.tau_A),
         eG=jnp.exp(-dt / n.tau_GABA),
         eCa=jnp.exp(-dt / p.calcium.tau_Ca),
@@ -161,11 +163,16 @@ def step(spec: ModelSpec, co: Coeffs, conn: Connectivity, state: State,
     x_ca, x_hist = x, pre.x_hist
     if spec.calcium == "linear":
         x_ca, x_hist = delayed_spikes(spec, x_hist, x, step_idx)
-    # 2. NMDA gating trace
-    s = pre.s * co.eN + x.astype(pre.s.dtype)
+    # 2. release (1 per spike, or the pool's with short-term depression), NMDA trace
+    pool = pre.pool
+    if spec.depression:
+        rel, pool = synapse.release(pre.pool, x, p.input.u_rel, co.eRec)
+    else:
+        rel = x.astype(pre.s.dtype)
+    s = pre.s * co.eN + rel
     # 3. conductances (weights of the previous step)
     w = syn_weights(spec, co, state)
-    g = post.g * co.eA + synapse.summed_input(w, x[pre_idx].astype(w.dtype))
+    g = post.g * co.eA + synapse.summed_input(w, rel[pre_idx].astype(w.dtype))
     s_syn = s[pre_idx]
     current_extra = 0.0
     if spec.nmda_current:
@@ -193,7 +200,7 @@ def step(spec: ModelSpec, co: Coeffs, conn: Connectivity, state: State,
     # 7. rate sensor (the scaling factor moves on the slow clock)
     r = homeostasis.update_rate(post.r, yf, co.eR, co.r_inc)
     new = State(
-        pre=pre.replace(s=s, x_hist=x_hist),
+        pre=pre.replace(s=s, x_hist=x_hist, pool=pool),
         post=post.replace(v=v, g=g, g_I=g_I, bap=bap, refrac=refrac, r=r),
         syn=syn.replace(c=c, rho=rho),
         inh=inh,

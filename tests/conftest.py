@@ -150,6 +150,8 @@ def random_state(spec, params, conn, seed):
 
     st = ltpnet.init_state(spec, params, rng.random((n, k)))
     pre = st.pre.replace(s=f(rng.uniform(0.0, 2.0, spec.n_pre)))
+    if spec.depression:
+        pre = pre.replace(pool=f(rng.uniform(0.2, 1.0, spec.n_pre)))
     post = st.post.replace(
         v=f(rng.uniform(float(nrn.E_L) - 5.0, float(nrn.V_th) - 2.0, n)),
         g=f(rng.uniform(0.0, 0.5, n)),

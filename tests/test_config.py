@@ -196,6 +196,22 @@ def test_theta_p_must_exceed_theta_d():
         loads_config("[plasticity]\ntheta_p = 0.9\ntheta_d = 1.0\n")
 
 
+def test_release_depression_keys_are_checked():
+    with pytest.raises(ConfigError, match=r"\[input\] u_rel must be 0 unless "
+                       r"spec.depression is true .*got u_rel=0.2"):
+        loads_config("[input]\nu_rel = 0.2\n")
+    with pytest.raises(ConfigError, match=r"\[input\] u_rel is the share of the "
+                       r"releasable pool a spike uses and must lie in \[0, 1\), "
+                       r"got u_rel=1.5"):
+        loads_config("[spec]\ndepression = true\n[input]\nu_rel = 1.5\n")
+    with pytest.raises(ConfigError, match=r"\[spec\] depression must be False unless "
+                       r"calcium is 'nmda'"):
+        loads_config('[spec]\ndepression = true\ncalcium = "linear"\n')
+    cfg = loads_config("[spec]\ndepression = true\n[input]\nu_rel = 0.2\n"
+                       'tau_rec = "2 s"\n')
+    assert cfg.spec.depression and cfg.params.input.tau_rec == 2000.0
+
+
 def test_spec_rules_are_prefixed_with_the_table():
     with pytest.raises(ConfigError, match=r"^\[spec\] k must be at most n_pre=1000"):
         loads_config("[spec]\nk = 5000\n")

@@ -91,10 +91,12 @@ VARIANTS = {
         7,
     ),
     "t286a": ({"phases": True, "t286a": True, "homeostasis": False}, {}, 16),
+    "depression": ({"depression": True}, {"input": dict(u_rel=0.3, tau_rec=20.0)}, 4),
 }
 # float32 one-step parity of the remaining variants runs with the slow tests (each
 # distinct ModelSpec costs a compilation)
-F32_FAST = ("nmda", "ttx-clamp", "phases-slow5-apv-anisomycin", "linear-delay3-phases")
+F32_FAST = ("nmda", "ttx-clamp", "phases-slow5-apv-anisomycin", "linear-delay3-phases",
+            "depression")
 F32_VARIANTS = [
     name if name in F32_FAST else pytest.param(name, marks=pytest.mark.slow)
     for name in VARIANTS

@@ -72,6 +72,19 @@ def input_spikes_hash(seed, step_idx, thresh, sure, pulses, pre_pathway, raster=
     return x
 
 
+def release(r, x, u, e_rec):
+    r"""Short-term depression of one step (Tsodyks & Markram 1997).
+
+    `r` `(n_pre,)` is each input's releasable pool (1 at rest) and `x` its spikes.
+    Returns `(rel, r)`: the release of each spike relative to a rested pool (0 for
+    an input that did not spike), and the pool after the step: a spike uses the
+    share `u` of it, and it recovers toward 1 with `e_rec` = exp(-dt/tau_rec),
+    $R \leftarrow 1 - (1 - R + u\,rel)\,e_{rec}$.
+    """
+    rel = jnp.where(x, r, jnp.zeros_like(r))
+    return rel, 1 - (1 - r + u * rel) * e_rec
+
+
 def weights(q, a, w_min, w_max):
     """Synaptic weight `(n_post, k)` from efficacy q and scaling factor a `(n_post,)`."""
     return a[:, None] * (w_min + q * (w_max - w_min))
@@ -140,7 +153,7 @@ def unpack_bits(words, n: int) -> jnp.ndarray:
 
 
 def event_sums(words, q_flat, syn_by_pre, pre_ptr, k: int, w_min, w_max, max_out: int,
-               batch: int, n_post: int) -> jnp.ndarray:
+               batch: int, n_post: int, rel=None) -> jnp.ndarray:
     r"""AMPA sums of several steps, touching only the synapses of inputs that spiked:
     $U_i(t) = \sum_k (w_{min} + q_{ik}(w_{max} - w_{min})) x_{pre(i,k)}(t)$.
 
@@ -155,6 +168,8 @@ def event_sums(words, q_flat, syn_by_pre, pre_ptr, k: int, w_min, w_max, max_out
         k: In-degree; max_out: the largest out-degree (static).
         batch: Spikes handled per pass; more spikes take more passes.
         n_post: Post neurons.
+        rel: `(T, n_pre)` release of each spike (short-term depression), which
+            multiplies its weights; None: 1.
 
     Returns:
         `(T, n_post)`; the AMPA input of step t is `a * U[t]`. The spikes are found
@@ -166,6 +181,7 @@ def event_sums(words, q_flat, syn_by_pre, pre_ptr, k: int, w_min, w_max, max_out
     n_pre = pre_ptr.shape[0] - 2
     flat = words.reshape(-1)
     col = jnp.arange(max_out, dtype=jnp.int32)
+    rel_flat = None if rel is None else rel.reshape(-1)
 
     def one_pass(carry):
         flat, u = carry
@@ -187,7 +203,10 @@ def event_sums(words, q_flat, syn_by_pre, pre_ptr, k: int, w_min, w_max, max_out
             q = jax.lax.bitcast_convert_type(q << jnp.uint32(16), jnp.float32)
         target = jnp.where(ok, t[:, None] * n_post + jax.lax.div(syn, jnp.int32(k)),
                            T * n_post)
-        return flat, u.at[target].add(w_min + q * (w_max - w_min), mode="drop")
+        val = w_min + q * (w_max - w_min)
+        if rel is not None:
+            val = val * take(rel_flat, jnp.where(w != 0, t * n_pre + spk, 0))[:, None]
+        return flat, u.at[target].add(val, mode="drop")
 
     u0 = jnp.zeros(T * n_post, jnp.float32 if q_flat.dtype == jnp.uint32
                    else jnp.real(q_flat[:1]).dtype)
@@ -197,6 +216,6 @@ def event_sums(words, q_flat, syn_by_pre, pre_ptr, k: int, w_min, w_max, max_out
 
 def dense_sums(x, q, pre_idx, w_min, w_max) -> jnp.ndarray:
     r"""The sums of `event_sums`, over every synapse: `x` `(T, n_pre)` bool input
-    spikes, q `(n_post, k)`; returns `(T, n_post)`."""
+    spikes (or their release, floats), q `(n_post, k)`; returns `(T, n_post)`."""
     w = w_min + q * (w_max - w_min)
     return jnp.stack([summed_input(w, take(row, pre_idx).astype(w.dtype)) for row in x])

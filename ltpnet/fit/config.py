@@ -2,7 +2,8 @@
 
 A configuration has these tables (docs/fitting.md shows a full example)::
 
-    [model]      calcium = "linear" | "nmda"; preset; grid, window_ms, transient_periods
+    [model]      calcium = "linear" | "nmda"; preset; grid, window_ms,
+                 transient_periods, release_rows
     [data]       files = ["bi_poo_1998.csv", ...]   (relative to the config, or shipped)
     [fixed]      "group.key" = value                (optional; overrides the preset)
     [free]       "group.key" = { init = x, bounds = [lo, hi], scale = "log" | "linear" }
@@ -36,7 +37,8 @@ from .optimize import FitResult, fit, stderr_progress
 from .transform import FitConfigError
 
 TABLES = {
-    "model": {"calcium", "preset", "grid", "window_ms", "transient_periods"},
+    "model": {"calcium", "preset", "grid", "window_ms", "transient_periods",
+              "release_rows"},
     "data": {"files"},
     "fixed": None,  # any parameter name
     "free": None,
@@ -151,7 +153,8 @@ def load_config(path: str | os.PathLike, overrides: list[str] | None = None
         raise ConfigError(f"[model] preset={preset!r} is a Graupner-Brunel (linear "
                           f"calcium) set; the nmda model allows preset='ltpnet'")
     options = {}
-    for key, kind in (("grid", int), ("transient_periods", int), ("window_ms", float)):
+    for key, kind in (("grid", int), ("transient_periods", int), ("release_rows", int),
+                      ("window_ms", float)):
         if key in m:
             options[key] = _typed("model", key, m[key], kind, minimum=1)
     files = raw.get("data", {}).get("files")

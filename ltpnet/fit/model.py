@@ -71,6 +71,10 @@ PARAMS: dict[str, ParamInfo] = {
     "calcium.Mg": ParamInfo("mM", models=("nmda",), doc="extracellular Mg2+"),
     "input.tau_N": ParamInfo("ms", open_lo=True, models=("nmda",),
                              doc="NMDA gating decay"),
+    "input.u_rel": ParamInfo("1", hi=1.0, models=("nmda",),
+                             doc="share of the releasable pool a spike uses"),
+    "input.tau_rec": ParamInfo("ms", open_lo=True, models=("nmda",),
+                               doc="recovery of the releasable pool"),
     "neuron.E_L": ParamInfo("mV", lo=-float("inf"), models=("nmda",),
                             doc="resting potential"),
     "neuron.A_bAP": ParamInfo("mV", models=("nmda",), doc="bAP depolarisation"),
@@ -166,6 +170,13 @@ class ModelOptions:
             is assumed below threshold and NMDA influx negligible after it.
         transient_periods: Periods of a train integrated one by one before the
             periodic steady state takes over (``"nmda"``).
+        release_rows: Rows that stand for the periods after the transient ones
+            (``"nmda"``): each is the periodic steady state of a train whose
+            spikes all release what the train's spike in the middle of its share of
+            those periods does (short-term depression approaches its steady state
+            slowly when ``input.u_rel`` is small). The shares grow quadratically,
+            finest after the transient. 1: the steady state alone (exact without
+            depression).
     """
 
     model: str = "linear"
@@ -173,6 +184,7 @@ class ModelOptions:
     grid: int = 512
     window_ms: float = 500.0
     transient_periods: int = 16
+    release_rows: int = 1
 
 
 # ---------------------------------------------------------------------------
@@ -241,12 +253,42 @@ def _linear_times(v, cond, opts: ModelOptions, temperature):
 def _spike_sum(phi, at, tau, P, geo, now, strict=False):
     """Sum of exp(-(t - t_spike)/tau) at phases `phi` of a period.
 
-    `now`: this period's spike at phase `at` counts; `geo` weighs the earlier ones
-    ((1 - r^k)/(1 - r) after k periods, r = exp(-P/tau)); `strict`: left limits.
+    `now`: the weight of this period's spike at phase `at` (True: 1, False: none);
+    `geo` weighs the earlier ones ((1 - r^k)/(1 - r) after k periods of equal spikes,
+    r = exp(-P/tau)); `strict`: left limits.
     """
     after = (phi > at) if strict else (phi >= at)
-    cur = jnp.where(after & now, jnp.exp(-jnp.maximum(phi - at, 0.0) / tau), 0.0)
+    cur = jnp.where(after, jnp.exp(-jnp.maximum(phi - at, 0.0) / tau), 0.0) * now
     return cur + geo * jnp.exp(-(phi - at + P) / tau)
+
+
+def release_train(v, P, k):
+    r"""Release of the k-th spike of a train (k = 0, 1, ...), relative to a rested pool.
+
+    Short-term depression (Tsodyks & Markram 1997): a spike releases the share
+    ``input.u_rel`` of the pool R, which recovers as $(1 - R)/\tau_{rec}$. With
+    spikes every P ms, $R_k = R_\infty + (1 - R_\infty)\lambda^k$, $\lambda = (1 -
+    u)e^{-P/\tau_{rec}}$, $R_\infty = (1 - e^{-P/\tau_{rec}})/(1 - \lambda)$. Returns
+    ``(R_k, R_inf, lam)``; u = 0 is a synapse without depression (R = 1).
+    """
+    u = v["input.u_rel"]
+    e = jnp.exp(-P / v["input.tau_rec"])
+    lam = (1.0 - u) * e
+    r_inf = jnp.where(u == 0, 1.0, -jnp.expm1(-P / v["input.tau_rec"]) / (1.0 - lam))
+    return r_inf + (1.0 - r_inf) * lam ** k, r_inf, lam
+
+
+def _released_sum(v, P, tau, k):
+    r"""$\sum_{j<k} R_j r^{k-1-j}$, r = exp(-P/tau): the weight of the k earlier spikes
+    of a depressing train at the start of period k (`_spike_sum`'s `geo`)."""
+    _, r_inf, lam = release_train(v, P, 0.0)
+    r = jnp.exp(-P / tau)
+    # sum_{i<k} r^i lam^(k-1-i) = (r^k - lam^k)/(r - lam), k r^(k-1) where r = lam
+    near = jnp.abs(r - lam) < 1e-6
+    mixed = jnp.where(near, k * r ** jnp.maximum(k - 1.0, 0.0),
+                      (r ** k - lam ** k) / jnp.where(near, 1.0, r - lam))
+    steady = r_inf * -jnp.expm1(-k * P / tau) / -jnp.expm1(-P / tau)
+    return steady + (1.0 - r_inf) * mixed
 
 
 def _linear_recurrence(decay, inc):
@@ -264,7 +306,7 @@ def _linear_recurrence(decay, inc):
 
 def _nmda_times(v, cond, opts: ModelOptions, temperature):
     """(t_d, t_p) of one condition [ms], summed over all trains."""
-    M, K = opts.grid, opts.transient_periods
+    M, K, Q = opts.grid, opts.transient_periods, opts.release_rows
     P, dt, has_post = cond["period_ms"], cond["dt_ms"], cond["has_post"]
     f = P.dtype
     W = jnp.minimum(P, opts.window_ms)
@@ -276,8 +318,14 @@ def _nmda_times(v, cond, opts: ModelOptions, temperature):
     a_pre = jnp.where(dt < 0, d, 0.0)
     a_post = jnp.where(dt < 0, 0.0, d)
     n = cond["n_pairs"].astype(f)
-    k = jnp.arange(K + 1, dtype=f)[:, None]  # rows 0..K-1: periods; row K: steady state
-    steady = k == K
+    # rows 0..K-1: the first periods; rows K..K+Q-1: periodic steady states, each
+    # standing for a share [b_q, b_{q+1}) of the later periods, released as period
+    # k_q (its middle) releases
+    edges = K + jnp.maximum(n - K, 0.0) * (jnp.arange(Q + 1, dtype=f) / Q) ** 2
+    share = jnp.diff(edges)
+    steady = (jnp.arange(K + Q) >= K)[:, None]
+    k = jnp.concatenate([jnp.arange(K, dtype=f),
+                         jnp.floor(0.5 * (edges[:-1] + edges[1:]))])[:, None]
     tau_ca, tau_n, tau_b = v["calcium.tau_Ca"], v["input.tau_N"], v["neuron.tau_bAP"]
     A_b = jnp.where(has_post, v["neuron.A_bAP"], 0.0)
     C_b = jnp.where(has_post, v["calcium.C_bAP"], 0.0)
@@ -286,6 +334,13 @@ def _nmda_times(v, cond, opts: ModelOptions, temperature):
     def geo(tau, count):  # (1 - r^count)/(1 - r), r = exp(-P/tau); 1/(1 - r) if steady
         one_minus_r = -jnp.expm1(-P / tau)
         return jnp.where(steady, 1.0, -jnp.expm1(-count * P / tau)) / one_minus_r
+
+    # presynaptic spikes release R_k of a rested pool (short-term depression)
+    rel_now = release_train(v, P, k)[0]
+
+    def geo_rel(tau, count):  # the same sum over released spikes
+        return jnp.where(steady, rel_now / -jnp.expm1(-P / tau),
+                         _released_sum(v, P, tau, count))
 
     tau_m, tau_a = v["neuron.tau_m"], v["neuron.tau_A"]
     # EPSP of the pathway: W (E_E - E_L) tau_A/(tau_m - tau_A) (e^{-t/tau_m} - e^{-t/tau_A});
@@ -308,18 +363,20 @@ def _nmda_times(v, cond, opts: ModelOptions, temperature):
     reset_on = has_post & ~clamped
     jump_r = v["neuron.V_reset"] - v["neuron.E_L"]
 
-    def influx(x, g, now, strict):
-        s = _spike_sum(x, a_pre, tau_n, P, g["n"], now, strict)
+    def influx(x, g, now, pre, pre_reset, strict):
+        # now: this period's spikes count; pre: the weight of its presynaptic one;
+        # pre_reset: that weight in the EPSP the reset starts from
+        s = _spike_sum(x, a_pre, tau_n, P, g["n"], pre, strict)
         bap = A_b * _spike_sum(x, a_post, tau_b, P, g["b"], now, strict)
-        reset = jnp.where(reset_on, jump_r - epsp(a_post, g, True, True), 0.0)
-        u = epsp(x, g, now, strict) + reset * _spike_sum(x, a_post, tau_m, P, g["m"],
+        reset = jnp.where(reset_on, jump_r - epsp(a_post, g, pre_reset, True), 0.0)
+        u = epsp(x, g, pre, strict) + reset * _spike_sum(x, a_post, tau_m, P, g["p"],
                                                          now, strict)
         return gain * s * mg_block(rest + bap + u, v["calcium.Mg"])
 
-    def nmda_calcium(x, g, now):
+    def nmda_calcium(x, g, now, pre, pre_reset):
         # exponential integrator with trapezoidal influx, right limits after spikes
-        f_right = influx(x, g, now, False)
-        f_left = influx(x, g, now, True)
+        f_right = influx(x, g, now, pre, pre_reset, False)
+        f_left = influx(x, g, now, pre, pre_reset, True)
         h = jnp.diff(x, axis=-1)
         e = jnp.exp(-h / tau_ca)
         inc = 0.5 * h * (f_right[..., :-1] * e + f_left[..., 1:])
@@ -336,10 +393,13 @@ def _nmda_times(v, cond, opts: ModelOptions, temperature):
         return 0.5 * (jnp.concatenate([z, h]) + jnp.concatenate([h, z]))
 
     # periods of the train
-    taus = {"n": tau_n, "b": tau_b, "m": tau_m, "a": tau_a}
+    taus = {"n": tau_n, "m": tau_m, "a": tau_a}  # presynaptic spikes, released
+    taus_post = {"b": tau_b, "p": tau_m}  # postsynaptic spikes: bAP, reset
     g_c = geo(tau_ca, k)
     row = phi[None, :]
-    J = nmda_calcium(row, {name: geo(tau, k) for name, tau in taus.items()}, True)
+    J = nmda_calcium(row, {**{name: geo_rel(tau, k) for name, tau in taus.items()},
+                           **{name: geo(tau, k) for name, tau in taus_post.items()}},
+                     True, rel_now, rel_now)
     eP = jnp.exp(-P / tau_ca)
     carry_out = J[:, -1] * jnp.exp(-(P - W) / tau_ca)
 
@@ -347,20 +407,24 @@ def _nmda_times(v, cond, opts: ModelOptions, temperature):
         return c0 * eP + x, c0
 
     c_end, c_start = jax.lax.scan(chain, jnp.zeros((), f), carry_out[:K])
-    c_ss = carry_out[K] / -jnp.expm1(-P / tau_ca)
-    c = (jnp.concatenate([c_start, c_ss[None]])[:, None] * jnp.exp(-row / tau_ca) + J
+    c_ss = carry_out[K:] / -jnp.expm1(-P / tau_ca)
+    c = (jnp.concatenate([c_start, c_ss])[:, None] * jnp.exp(-row / tau_ca) + J
          + C_b * _spike_sum(row, a_post, tau_ca, P, g_c, True))
-    weight = jnp.where(steady[:, 0], jnp.maximum(n - K, 0.0), (k[:, 0] < n) * 1.0)
+    weight = jnp.where(steady[:, 0], jnp.concatenate([jnp.zeros(K, f), share]),
+                       (k[:, 0] < n) * 1.0)
     w_phi = dwell(phi)
     # the tail after the last period: no new spikes
     x = jnp.linspace(0.0, opts.window_ms, M + 1, dtype=f)
     starts = jnp.concatenate([c_start, c_end[None]])
-    c0_tail = jnp.where(n > K, c_ss, starts[jnp.minimum(n, K).astype(jnp.int32)])
+    c0_tail = jnp.where(n > K, c_ss[-1], starts[jnp.minimum(n, K).astype(jnp.int32)])
 
     def geo_n(tau):  # the n spikes of the train, all in the past
         return -jnp.expm1(-n * P / tau) / -jnp.expm1(-P / tau)
 
-    J_tail = nmda_calcium(x, {name: geo_n(tau) for name, tau in taus.items()}, False)
+    J_tail = nmda_calcium(x, {**{name: _released_sum(v, P, tau, n)
+                                 for name, tau in taus.items()},
+                              **{name: geo_n(tau) for name, tau in taus_post.items()}},
+                          False, False, release_train(v, P, n - 1.0)[0])
     c_tail = (c0_tail * jnp.exp(-x / tau_ca) + J_tail
               + C_b * _spike_sum(x, a_post, tau_ca, P, geo_n(tau_ca), False))
     w_tail = dwell(x)

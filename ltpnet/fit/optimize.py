@@ -113,9 +113,10 @@ def model_options(model: str, conditions, **kw) -> ModelOptions:
     if not (isinstance(opts.grid, int) and opts.grid >= 8):
         raise FitConfigError(f"[model] grid must be an integer >= 8, "
                              f"got grid={opts.grid!r}")
-    if not (isinstance(opts.transient_periods, int) and opts.transient_periods >= 1):
-        raise FitConfigError(f"[model] transient_periods must be an integer >= 1, "
-                             f"got transient_periods={opts.transient_periods!r}")
+    for key in ("transient_periods", "release_rows"):
+        if not (isinstance(getattr(opts, key), int) and getattr(opts, key) >= 1):
+            raise FitConfigError(f"[model] {key} must be an integer >= 1, "
+                                 f"got {key}={getattr(opts, key)!r}")
     clamped = [c for c in conditions if c.clamp_mv is not None]
     if clamped and model != "nmda":
         raise FitConfigError(f"{clamped[0].source}: clamp_mv needs [model] calcium = "
@@ -195,7 +196,8 @@ def fit(conditions, *, model: str = "linear", free: dict, fixed: dict | None = N
         key: Seed (int) or PRNG key of the random restarts.
         temperature: (start, end) of the geometric annealing of the surrogate
             temperature (log-calcium units, see `ltpnet.surrogate`).
-        options: ModelOptions fields (grid, window_ms, transient_periods).
+        options: ModelOptions fields (grid, window_ms, transient_periods,
+            release_rows).
         restart_spread: Standard deviation of the random starting points around the
             initial values, as a fraction of each parameter's (log-)scaled range.
         init_points: One dict of starting values per restart (free parameter name ->
