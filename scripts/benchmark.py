@@ -74,6 +74,14 @@ def parse_args(argv=None):
     ap.add_argument("--ampa", choices=["event", "dense"], default="event")
     ap.add_argument("--rng", choices=["hash", "threefry"], default="hash")
     ap.add_argument(
+        "--depression",
+        type=float,
+        default=0.0,
+        metavar="U_REL",
+        help="short-term depression of release with input.u_rel = U_REL (input.tau_rec "
+        "500 ms; spec.depression); 0, the default: none, as bench-v1",
+    )
+    ap.add_argument(
         "--record",
         choices=["bench", "spikes", "readout", "none"],
         default="bench",
@@ -144,6 +152,7 @@ def bench_spec(args):
         slow_every=1,
         rho_init="uniform",
         rng=args.rng,
+        depression=args.depression > 0,
         **opts,
     ).check()
 
@@ -242,7 +251,7 @@ def run_ltpnet(args) -> dict:
     )
 
     spec = bench_spec(args)
-    params = ltpnet.Params.bench_v1(spec.k)
+    params = ltpnet.Params.bench_v1(spec.k).with_values("input", u_rel=args.depression)
     t0 = time.perf_counter()
     network = args.network
     if network == "auto":
@@ -333,6 +342,7 @@ def run_ltpnet(args) -> dict:
         rho_drift=spec.rho_drift,
         ampa=spec.ampa,
         rng=spec.rng,
+        depression=args.depression,
         record=args.record,
         chunk_steps=per_chunk * every,
         xla_cpu_vector_width=vector_width,
