@@ -136,7 +136,14 @@ def load(name: str, *, quick: bool = False, neurons: int | None = None,
     `fused`: run on the fused engine (`spec.fused`, event-driven AMPA input, and
     `syn_block` from `fused_block` unless the config or `overrides` set it).
     """
-    from ltpnet.config import ConfigError, _Ctx, _resolve, apply_overrides, parse_time
+    from ltpnet.config import (
+        ConfigError,
+        _Ctx,
+        _resolve,
+        apply_overrides,
+        apply_params_file,
+        parse_time,
+    )
 
     names = available()
     if name not in names:
@@ -154,12 +161,7 @@ def load(name: str, *, quick: bool = False, neurons: int | None = None,
         raw = _merge(raw, quick_t)
     try:
         origins: dict[str, str] = {}
-        if params_file is not None:
-            from ltpnet.config import _params_file_overrides
-
-            for key, v in _params_file_overrides(params_file).items():
-                group, pname = key.split(".", 1)
-                raw.setdefault(group, {})[pname] = v
+        apply_params_file(raw, params_file, origins)
         apply_overrides(raw, overrides, origins)
     except ConfigError as e:
         raise ExperimentError(f"{path}: {e}") from None

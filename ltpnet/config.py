@@ -353,7 +353,8 @@ def _resolve_params(ctx: _Ctx, raw: dict, spec: ModelSpec) -> Params:
         ctx.fail(f"{where.group(1)}.{where.group(2)}" if where else "", errs[0])
     if not spec.depression and np.any(np.asarray(params.input.u_rel) != 0):
         ctx.fail("input.u_rel", "[input] u_rel must be 0 unless spec.depression is "
-                 "true (it is the share of the releasable pool a spike uses), got "
+                 "true (u_rel is the share of the releasable pool a spike uses; "
+                 "[spec] depression = true turns short-term depression on), got "
                  f"u_rel={params.input.u_rel!r}")
     ph = params.pharmacology
     for w in WINDOWS:  # a window set in the file must open before it closes
@@ -585,6 +586,19 @@ def _params_file_overrides(path: str | Path) -> dict[str, object]:
     return out
 
 
+def apply_params_file(raw: dict, params_file: str | Path | None,
+                      origins: dict[str, str]) -> None:
+    """Set the values of a fit result (`fit.json`) in the raw config `raw`, and
+    record where they came from in `origins` (None: nothing to apply)."""
+    if params_file is None:
+        return
+    for key, v in _params_file_overrides(params_file).items():
+        group, name = key.split(".", 1)
+        _table(_Ctx(), raw, group)
+        raw.setdefault(group, {})[name] = v
+        origins[key] = f"params file {str(params_file)!r}"
+
+
 # --------------------------------------------------------------------------- load
 
 def loads_config(text: str, overrides: Sequence[str] = (),
@@ -596,12 +610,7 @@ def loads_config(text: str, overrides: Sequence[str] = (),
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{source}: invalid TOML: {e}") from None
     origins: dict[str, str] = {}
-    if params_file is not None:
-        for key, v in _params_file_overrides(params_file).items():
-            group, name = key.split(".", 1)
-            _table(_Ctx(), raw, group)
-            raw.setdefault(group, {})[name] = v
-            origins[key] = f"params file {str(params_file)!r}"
+    apply_params_file(raw, params_file, origins)
     apply_overrides(raw, overrides, origins)
     return _resolve(raw, _Ctx(origins))
 

@@ -414,6 +414,11 @@ def test_params_file_errors(tmp_path):
                                           r"did you mean 'theta_p'\? "
                                           r"\(from params file"):
         load_config(p, params_file=fit)
+    fit.write_text(json.dumps({"params": {"input.u_rel": 0.01}}))  # a depression fit
+    with pytest.raises(ConfigError, match=r"\[spec\] depression = true turns "
+                       r"short-term depression on\), got u_rel=0.01 "
+                       r"\(from params file"):
+        load_config(p, params_file=fit)
     fit.write_text(json.dumps({"plasticity.theta_p": 1.5}))
     with pytest.raises(ConfigError, match=r"must hold an object"):
         load_config(p, params_file=fit)

@@ -610,3 +610,16 @@ def test_voltage_clamp_one_voltage_equals_its_member_of_a_sweep(tmp_path):
     one = change([-40.0])
     assert one[-40.0] < 0  # LTD at -40 mV
     assert change([-70.0, -40.0])[-40.0] == one[-40.0]
+
+
+def test_params_file_values_say_where_they_come_from(tmp_path):
+    """A fit result applied to an experiment: a value it refuses names the file."""
+    fit = tmp_path / "fit.json"
+    fit.write_text(json.dumps({"params": {"input.u_rel": 0.01}}))
+    with pytest.raises(ex.ExperimentError,
+                       match=r"frequency_response.toml: \[input\] u_rel must be 0 "
+                             r"unless spec.depression is true .*\(from params file"):
+        ex.load("frequency_response", quick=True, params_file=fit)
+    cfg = ex.load("frequency_response", quick=True, params_file=fit,
+                  overrides=["spec.depression=true"])[0]
+    assert cfg.spec.depression and float(cfg.params.input.u_rel) == 0.01
