@@ -33,7 +33,10 @@ the neuron loop), and the pass takes s <- x instead of the NMDA trace. With CaMK
 T286A (`spec.t286a`) the cubic drift is replaced by the relaxation to the late state
 z, read once per block. With the NMDA current on the membrane (`spec.nmda_current`)
 the neuron loop also sums w s over every synapse at each step, with the weights of
-the block start, as the AMPA sums read them.
+the block start, as the AMPA sums read them. With short-term depression
+(`spec.depression`) each step's release per input is computed before the block from
+the pools; the AMPA sums and the neuron loop take it spike by spike, and the synapse
+pass gathers one release per synapse for the block.
 
 With T = 1 and `rho_drift = "step"` this is the step order of docs/model.md exactly
 (tests compare it with the float64 reference). With T > 1 the weights a block's AMPA
