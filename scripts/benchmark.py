@@ -119,7 +119,11 @@ def parse_args(argv=None):
         default=None,
         help="with --vs: simulated seconds of the peer (default --t)",
     )
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    if not 0.0 <= args.depression < 1.0:
+        ap.error(f"--depression is input.u_rel, the share of the releasable pool a "
+                 f"spike uses, and must lie in [0, 1), got {args.depression}")
+    return args
 
 
 def bench_spec(args):

@@ -313,7 +313,7 @@ def test_nmda_model_matches_a_fine_grid_simulation(W):
 
 def test_nmda_model_matches_a_fine_grid_simulation_with_depression():
     """Short-term depression that approaches its steady state slowly (u_rel = 0.02,
-    tau_rec = 2 s: about 100 spikes at 50 Hz): 16 transient periods and 8 release
+    tau_rec = 2 s: about 30 spikes at 50 Hz): 16 transient periods and 8 release
     rows against the spike-by-spike simulation, within 3 %. Without depression the
     50-Hz train stays above theta_p more than 1.3 times as long."""
     v = preset("ltpnet")
