@@ -500,8 +500,10 @@ def test_fit_json_schema_and_bounds(small_fit):
     d, doc = small_fit
     assert (d / "out" / "fit.png").stat().st_size > 10_000
     for key in ("params", "extra", "free", "bounds", "units", "loss", "loss_surrogate",
-                "chi2", "conditions", "history", "restarts", "best_restart", "model"):
+                "chi2", "conditions", "history", "restarts", "best_restart", "model",
+                "options"):
         assert key in doc, key
+    assert doc["options"]["switch"] == "gb" and doc["options"]["max_pairs"] >= 1
     for name in doc["params"]:
         group, leaf = name.split(".")
         assert hasattr(GROUPS[group](), leaf), name
@@ -573,6 +575,9 @@ def test_fit_json_loads_into_params_and_a_network_config(small_fit):
     (["free.plasticity.theta_p.init=9.0"], "[free] plasticity.theta_p: init=9"),
     (["fixed.calcium.tau_Ca=-3"], "[fixed]"),
     (["fit.steps"], "must look like table.key=value"),
+    (["model.switch=fp"], "[model] switch must be one of ['gb', 'fokker_planck'], "
+                          "got switch='fp'"),
+    (["model.switch_grid=2"], "[model] switch_grid must be an integer >= 4"),
 ])
 def test_bad_configs_exit_2_and_write_nothing(small_fit, tmp_path, capsys, overrides,
                                               message):
@@ -685,3 +690,118 @@ def test_culture_fit_best_restart_starts_where_recorded():
     for k, v in CULTURE_BEST_START.items():
         assert start[k] == pytest.approx(v, rel=1e-6), k
     _assert_stdp_carries(res.values, cfg.free, rtol=1e-3)
+
+
+# ------------------------------------------------------------------ the switch's cubic
+
+SLICE_SWITCH = {"plasticity.gamma_p": 89.8, "plasticity.gamma_d": 7.95,
+                "plasticity.sigma": 1.44, "plasticity.sigma_p": 11.2,
+                "plasticity.tau_rho": 150_000.0, "plasticity.rho_star": 0.5}
+
+
+def _fp(v, t_d, t_p, T, grid=24, cubic=True):
+    from ltpnet.fit.model import transition_probabilities_fp
+
+    v = {k: jnp.float64(x) for k, x in v.items()}
+    return tuple(float(x) for x in transition_probabilities_fp(
+        v, jnp.float64(t_d), jnp.float64(t_p), jnp.float64(T), grid, cubic))
+
+
+@pytest.mark.parametrize("t_d, t_p, T", [
+    (15_750.0, 0.0, 900_000.0),  # 900 pulses at 1 Hz in the depression band
+    (38_880.0, 0.0, 90_000.0),  # 900 at 10 Hz
+    (3_000.0, 900.0, 60_000.0),  # 60 pairs at 1 Hz crossing theta_p
+    (900.0, 600.0, 1_000.0),  # a 1-s tetanus, most of it above theta_p
+])
+def test_fokker_planck_without_the_cubic_is_graupner_brunel(x64, t_d, t_p, T):
+    """Without the cubic the switch is an Ornstein-Uhlenbeck process, whose analytic
+    probabilities (`transition_probabilities`) the density on the grid must give,
+    noisy (sigma_p 11.2) and quiet (depression band only) alike."""
+    from ltpnet.fit.model import transition_probabilities
+
+    v = {k: jnp.float64(x) for k, x in SLICE_SWITCH.items()}
+    U, D = (float(x) for x in transition_probabilities(v, jnp.float64(t_d),
+                                                       jnp.float64(t_p)))
+    Uf, Df = _fp(SLICE_SWITCH, t_d, t_p, T, grid=48, cubic=False)
+    # the grid ends at -0.75 and 1.75 and reflects: with sigma_p = 11.2 a few % of the
+    # unbounded density lies beyond, which moves U and D by up to 0.007
+    assert Uf == pytest.approx(U, abs=0.01) and Df == pytest.approx(D, abs=0.01)
+
+
+@pytest.mark.parametrize("freq_hz, t_d_pulse, t_p_pulse, sw", [
+    (0.5, 17.5, 0.0, SLICE_SWITCH),  # 900 pulses: 30 min, 12 tau_rho of cubic
+    (3.0, 18.0, 0.0, SLICE_SWITCH),
+    (1.0, 49.8, 15.6, {**SLICE_SWITCH, "plasticity.gamma_p": 116.6,  # 60 pairs,
+                       "plasticity.gamma_d": 32.53, "plasticity.sigma": 1.663,
+                       "plasticity.sigma_p": 1.926}),  # the culture switch
+])
+def test_fokker_planck_matches_a_monte_carlo_of_the_cubic_switch(x64, freq_hz,
+                                                                 t_d_pulse, t_p_pulse,
+                                                                 sw):
+    """The switch with its cubic, drive and noise averaged over the protocol: Euler-
+    Maruyama paths in NumPy float64 against the density on the grid."""
+    n_pulses = 900 if t_p_pulse == 0 else 60
+    T = n_pulses * 1000.0 / freq_hz
+    a_d, a_p = t_d_pulse * freq_hz / 1000.0, t_p_pulse * freq_hz / 1000.0
+    U, D = _fp(sw, n_pulses * t_d_pulse, n_pulses * t_p_pulse, T)
+    tau, rs = sw["plasticity.tau_rho"], sw["plasticity.rho_star"]
+    rng = np.random.default_rng(11)
+    n_paths, h = 10_000, 100.0
+    amp = math.sqrt(h / tau * (sw["plasticity.sigma"] ** 2 * a_d
+                               + sw["plasticity.sigma_p"] ** 2 * a_p))
+    got = []
+    for rho0 in (0.0, 1.0):
+        rho = np.full(n_paths, rho0)
+        for _ in range(int(T / h)):
+            drift = (-rho * (1 - rho) * (rs - rho) + sw["plasticity.gamma_p"] * a_p
+                     * (1 - rho) - sw["plasticity.gamma_d"] * a_d * rho)
+            rho = rho + h / tau * drift + amp * rng.standard_normal(n_paths)
+        got.append(float(np.mean(rho > rs)))
+    # 1e4 paths: standard error <= 0.005
+    assert got[0] == pytest.approx(U, abs=0.02)
+    assert 1.0 - got[1] == pytest.approx(D, abs=0.02)
+    # the cubic matters here: Graupner & Brunel's probabilities differ
+    U0, D0 = _fp(sw, n_pulses * t_d_pulse, n_pulses * t_p_pulse, T, cubic=False)
+    if freq_hz == 0.5:
+        assert D0 - D > 0.1
+
+
+def test_fokker_planck_read_out_in_a_fit(x64):
+    """Nothing above threshold changes nothing. Through `predict_values`, 900 pulses
+    at 0.5 Hz depress less than Graupner & Brunel's probabilities say (the cubic pulls
+    back between the pulses, over 30 min), at 10 Hz as much; gradients are finite."""
+    from ltpnet.fit.model import predict
+
+    assert _fp(SLICE_SWITCH, 0.0, 0.0, 60_000.0) == (0.0, 0.0)
+    rows = [Condition(None, f, 900) for f in (0.5, 1.0, 10.0)]
+    opts = model_options("nmda", rows, switch="fokker_planck", grid=64,
+                         window_ms=400.0)
+    W = {"extra.W": 0.35}  # 10 co-active synapses, as the slice fits
+    gb = predict_values("nmda", W, rows, dataclasses.replace(opts, switch="gb"))
+    fp = predict_values("nmda", W, rows, opts)
+    assert np.all(fp < 1.0) and np.all(gb < 1.0)
+    assert fp[0] - gb[0] > 0.02  # 0.5 Hz: less LTD with the cubic
+    assert abs(fp[2] - gb[2]) < 0.01  # 10 Hz: the drive dominates
+    v = {k: jnp.asarray(x) for k, x in {**preset("ltpnet"), **W}.items() if k in
+         names_for("nmda")}
+    conds = batch_arrays(batch(rows))
+    g = jax.grad(lambda v: jnp.sum(predict(v, conds, opts, 0.05)))(v)
+    assert all(bool(jnp.isfinite(x)) for x in g.values())
+    assert float(g["plasticity.gamma_d"]) < 0.0
+
+
+@pytest.mark.parametrize("t_d", [0.0, 1e-20, 1e-8, 1000.0])
+def test_fokker_planck_gradients_are_finite_in_float32(t_d):
+    """At a low surrogate temperature the times above threshold can underflow to zero
+    or near it; the density's gradient must stay finite there (a division by a floored
+    diffusion once gave NaN in float32 and ended every restart of a fit)."""
+    from ltpnet.fit.model import transition_probabilities_fp
+
+    v = {k: jnp.float32(x) for k, x in SLICE_SWITCH.items()}
+
+    def total(v, t_d):
+        T = jnp.float32(60_000.0)
+        return sum(transition_probabilities_fp(v, t_d, 0.3 * t_d, T))
+
+    g_v, g_t = jax.grad(total, argnums=(0, 1))(v, jnp.float32(t_d))
+    assert all(bool(jnp.isfinite(x)) for x in g_v.values()) and bool(jnp.isfinite(g_t))

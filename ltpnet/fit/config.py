@@ -3,7 +3,8 @@
 A configuration has these tables (docs/fitting.md shows a full example)::
 
     [model]      calcium = "linear" | "nmda"; preset; grid, window_ms,
-                 transient_periods, release_rows
+                 transient_periods, release_rows; switch = "gb" | "fokker_planck",
+                 switch_grid
     [data]       files = ["bi_poo_1998.csv", ...]   (relative to the config, or shipped)
     [fixed]      "group.key" = value                (optional; overrides the preset)
     [free]       "group.key" = { init = x, bounds = [lo, hi], scale = "log" | "linear" }
@@ -32,13 +33,13 @@ import optax
 
 from .. import __version__
 from .data import DataError, load_csv
-from .model import MODELS, PARAMS, PRESETS
+from .model import MODELS, PARAMS, PRESETS, SWITCHES
 from .optimize import FitResult, fit, stderr_progress
 from .transform import FitConfigError
 
 TABLES = {
     "model": {"calcium", "preset", "grid", "window_ms", "transient_periods",
-              "release_rows"},
+              "release_rows", "switch", "switch_grid"},
     "data": {"files"},
     "fixed": None,  # any parameter name
     "free": None,
@@ -154,9 +155,14 @@ def load_config(path: str | os.PathLike, overrides: list[str] | None = None
                           f"calcium) set; the nmda model allows preset='ltpnet'")
     options = {}
     for key, kind in (("grid", int), ("transient_periods", int), ("release_rows", int),
-                      ("window_ms", float)):
+                      ("switch_grid", int), ("window_ms", float)):
         if key in m:
             options[key] = _typed("model", key, m[key], kind, minimum=1)
+    if "switch" in m:
+        if m["switch"] not in SWITCHES:
+            raise ConfigError(f"[model] switch must be one of {list(SWITCHES)}, "
+                              f"got switch={m['switch']!r}")
+        options["switch"] = m["switch"]
     files = raw.get("data", {}).get("files")
     if (not isinstance(files, list) or not files
             or not all(isinstance(x, str) for x in files)):
@@ -274,6 +280,8 @@ def result_json(result: FitResult, cfg: FitConfig | None = None) -> dict:
         "format": "ltpnet-fit/1",
         "ltpnet_version": __version__,
         "model": result.model,
+        "options": {k: x for k, x in dataclasses.asdict(result.options).items()
+                    if k != "model"},
         "params": result.params(),
         "extra": result.extra(),
         "free": list(result.free),

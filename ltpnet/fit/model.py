@@ -177,6 +177,12 @@ class ModelOptions:
             slowly when ``input.u_rel`` is small). The shares grow quadratically,
             finest after the transient. 1: the steady state alone (exact without
             depression).
+        switch: How the times above threshold move the switch: ``"gb"``, Graupner &
+            Brunel's analytic probabilities (the drift linear while calcium is above a
+            threshold, the cubic left out); ``"fokker_planck"``, the switch's
+            probability density over the protocol's duration with the cubic, the drift
+            and the noise averaged over it (`transition_probabilities_fp`).
+        switch_grid: Grid cells per unit of rho (``"fokker_planck"``).
     """
 
     model: str = "linear"
@@ -185,6 +191,8 @@ class ModelOptions:
     window_ms: float = 500.0
     transient_periods: int = 16
     release_rows: int = 1
+    switch: str = "gb"
+    switch_grid: int = 24
 
 
 # ---------------------------------------------------------------------------
@@ -471,6 +479,89 @@ def transition_probabilities(v, t_d, t_p):
     return U, D
 
 
+SWITCHES = ("gb", "fokker_planck")
+_FP_RANGE = (-0.75, 1.75)  # the density's grid [rho]; reflecting ends
+_FP_SQUARINGS = 20  # steps of the propagator: 2**k, k <= this, chosen per condition
+
+
+def _bernoulli(x):
+    """x / (e^x - 1) for x >= 0 (1 at 0)."""
+    small = x < 1e-4
+    return jnp.where(small, 1.0 - 0.5 * x, x / jnp.expm1(jnp.where(small, 1.0, x)))
+
+
+def transition_probabilities_fp(v, t_d, t_p, duration, grid: int = 24, cubic=True):
+    r"""Probabilities (U, D) as `transition_probabilities`, with the switch's cubic.
+
+    Over the protocol's duration T the switch obeys $\tau\dot\rho = -\rho(1 - \rho)
+    (\rho^* - \rho) + \gamma_p a_p (1 - \rho) - \gamma_d a_d \rho$ plus noise of
+    variance rate $(\sigma_p^2 a_p + \sigma^2 a_d)/\tau$, with the drive averaged over
+    the protocol ($a_{d,p} = t_{d,p}/T$, the shares of time above each threshold;
+    exact in the limit of many small steps per pulse, which holds when each pulse moves
+    rho by little). Its probability density is propagated from rho = 0 and rho = 1 on
+    a grid of `grid` cells per unit rho over [-0.75, 1.75] (Scharfetter-Gummel fluxes;
+    the ends reflect, which with the slice defaults' sigma_p = 11.2 and no cubic moves
+    U and D by up to 0.007 against an unbounded density). A synapse ends UP if it is
+    above rho* at T: afterwards the cubic alone carries it to the stable state on its
+    side. The propagator takes 2^k explicit steps, k <= 20, which keeps each step
+    stable while the fastest rate out of a node times T stays under 5e5. Without the
+    cubic (`cubic=False`) and with grid -> infinity this is Graupner & Brunel's result.
+    The gaps between the trains of a multi-train protocol are left out: T is the
+    trains' summed duration. Elementwise over conditions (vmapped).
+    """
+    rs, tau = v["plasticity.rho_star"], v["plasticity.tau_rho"]
+    gp, gd = v["plasticity.gamma_p"], v["plasticity.gamma_d"]
+    f = jnp.result_type(t_d, float)
+    lo, hi = _FP_RANGE
+    n = int(round((hi - lo) * grid)) + 1
+    h = 1.0 / grid
+    x = lo + h * jnp.arange(n, dtype=f)  # nodes; 0 and 1 are nodes
+    i0, i1 = int(round(-lo * grid)), int(round((1.0 - lo) * grid))
+
+    def one(t_d, t_p, T):
+        safe_T = jnp.where(T > 0, T, 1.0)
+        a_d, a_p = t_d / safe_T, t_p / safe_T
+        xm = x[:-1] + 0.5 * h  # interfaces
+        drift = gp * a_p * (1.0 - xm) - gd * a_d * xm
+        if cubic:
+            drift = drift - xm * (1.0 - xm) * (rs - xm)
+        # rates per tau_rho: O(1) numbers, so that the floor below stays far above
+        # float32's smallest (its square enters the gradient)
+        diff = 0.5 * (v["plasticity.sigma_p"] ** 2 * a_p
+                      + v["plasticity.sigma"] ** 2 * a_d)
+        d = diff / h
+        z = jnp.minimum(jnp.abs(drift) / jnp.maximum(d, 1e-6), 60.0)
+        both = d * _bernoulli(z)
+        up = (jnp.maximum(drift, 0.0) + both) / h  # rate from node i to i + 1
+        down = (jnp.maximum(-drift, 0.0) + both) / h  # from node i + 1 to i
+        out = jnp.concatenate([up, jnp.zeros(1, f)]) + jnp.concatenate(
+            [jnp.zeros(1, f), down])
+        L = (jnp.diag(up, -1) + jnp.diag(down, 1) - jnp.diag(out))  # columns: from
+        # propagator exp(L T) as (I + L T/2^k)^(2^k), kept as B = A - I so that the
+        # small steps do not drown in the identity's rounding; k sets each step
+        # below half the fastest rate out of a node
+        T_tau = T / tau
+        rate = jnp.max(out) * T_tau
+        k = jnp.clip(jnp.ceil(jnp.log2(jnp.maximum(2.0 * rate, 1.0))), 0,
+                     _FP_SQUARINGS)
+        B = L * (T_tau / 2.0 ** k)
+
+        def square(B, j):
+            return jnp.where(j < k, 2.0 * B + B @ B, B), None
+
+        B, _ = jax.lax.scan(square, B, jnp.arange(_FP_SQUARINGS, dtype=f))
+        above = jnp.clip((x + 0.5 * h - rs) / h, 0.0, 1.0)  # share of each cell > rho*
+        U = above @ B[:, i0] + above[i0]
+        D = 1.0 - (above @ B[:, i1] + above[i1])
+        return jnp.clip(U, 0.0, 1.0), jnp.clip(D, 0.0, 1.0)
+
+    shape = jnp.broadcast_shapes(jnp.shape(t_d), jnp.shape(t_p), jnp.shape(duration))
+    args = [jnp.broadcast_to(jnp.asarray(a, f), shape).reshape(-1)
+            for a in (t_d, t_p, duration)]
+    U, D = jax.vmap(one)(*args)
+    return U.reshape(shape), D.reshape(shape)
+
+
 def population_ratio(v, U, D):
     """Ratio after/before of a population with a fraction beta DOWN and w1/w0 = b."""
     beta, b = v["extra.beta"], v["extra.b"]
@@ -506,5 +597,10 @@ def predict(v: dict, conds: dict, opts: ModelOptions, temperature=0.0):
         temperature: Surrogate temperature; 0 (a Python number) is the hard threshold.
     """
     t_d, t_p = times_above(v, conds, opts, temperature)
-    U, D = transition_probabilities(v, t_d, t_p)
+    if opts.switch == "fokker_planck":
+        duration = (conds["n_pairs"].astype(t_d.dtype) * conds["period_ms"]
+                    * conds["n_trains"])
+        U, D = transition_probabilities_fp(v, t_d, t_p, duration, opts.switch_grid)
+    else:
+        U, D = transition_probabilities(v, t_d, t_p)
     return population_ratio(v, U, D)

@@ -103,7 +103,7 @@ class FitResult:
 
 def model_options(model: str, conditions, **kw) -> ModelOptions:
     """ModelOptions sized for `conditions` (raises FitConfigError on a bad choice)."""
-    from .model import MODELS
+    from .model import MODELS, SWITCHES
 
     if model not in MODELS:
         raise FitConfigError(f"[model] calcium must be one of {list(MODELS)}, "
@@ -113,6 +113,12 @@ def model_options(model: str, conditions, **kw) -> ModelOptions:
     if not (isinstance(opts.grid, int) and opts.grid >= 8):
         raise FitConfigError(f"[model] grid must be an integer >= 8, "
                              f"got grid={opts.grid!r}")
+    if opts.switch not in SWITCHES:
+        raise FitConfigError(f"[model] switch must be one of {list(SWITCHES)}, "
+                             f"got switch={opts.switch!r}")
+    if not (isinstance(opts.switch_grid, int) and opts.switch_grid >= 4):
+        raise FitConfigError(f"[model] switch_grid must be an integer >= 4 (cells per "
+                             f"unit rho), got switch_grid={opts.switch_grid!r}")
     for key in ("transient_periods", "release_rows"):
         if not (isinstance(getattr(opts, key), int) and getattr(opts, key) >= 1):
             raise FitConfigError(f"[model] {key} must be an integer >= 1, "
@@ -197,7 +203,7 @@ def fit(conditions, *, model: str = "linear", free: dict, fixed: dict | None = N
         temperature: (start, end) of the geometric annealing of the surrogate
             temperature (log-calcium units, see `ltpnet.surrogate`).
         options: ModelOptions fields (grid, window_ms, transient_periods,
-            release_rows).
+            release_rows, switch, switch_grid).
         restart_spread: Standard deviation of the random starting points around the
             initial values, as a fraction of each parameter's (log-)scaled range.
         init_points: One dict of starting values per restart (free parameter name ->
