@@ -161,7 +161,7 @@ def load(name: str, *, quick: bool = False, neurons: int | None = None,
         raw = _merge(raw, quick_t)
     try:
         origins: dict[str, str] = {}
-        apply_params_file(raw, params_file, origins)
+        kept = apply_params_file(raw, params_file, origins)
         apply_overrides(raw, overrides, origins)
     except ConfigError as e:
         raise ExperimentError(f"{path}: {e}") from None
@@ -184,7 +184,7 @@ def load(name: str, *, quick: bool = False, neurons: int | None = None,
             raise ExperimentError(f"--neurons must be a positive integer, got {neurons!r}")
         raw.setdefault("spec", {})["n_post"] = neurons
     try:
-        cfg = _resolve(raw, _Ctx(origins))
+        cfg = dataclasses.replace(_resolve(raw, _Ctx(origins)), kept_over_params=kept)
     except ConfigError as e:
         raise ExperimentError(f"{path}: {e}") from None
     mod = _module(name)
@@ -225,6 +225,9 @@ def run(name: str, out_dir, *, quick: bool = False, neurons: int | None = None,
     ctx = Context(name=name, spec=cfg.spec, params=cfg.params, seed=seed, exp=exp,
                   quick=quick, neurons=neurons, out=out,
                   log=lambda msg: log(f"[{name}] {msg}"))
+    if cfg.kept_over_params:
+        ctx.log(f"the experiment's own values hold over the params file for "
+                f"{', '.join(cfg.kept_over_params)}")
     summary = mod.run(ctx)  # load() has checked the config: nothing is written before
     wall = time.perf_counter() - t0
     out.mkdir(parents=True, exist_ok=True)
@@ -240,12 +243,14 @@ def run(name: str, out_dir, *, quick: bool = False, neurons: int | None = None,
                             + (["--quick"] if quick else [])
                             + (["--fused"] if fused else [])
                             + ([f"--neurons {neurons}"] if neurons else [])
+                            + ([f"--params {params_file}"] if params_file else [])
                             + [f"--set {o}" for o in overrides]),
         "config": f"configs/experiments/{name}.toml",
         "device": str(jax.devices()[0].platform), "machine": platform.machine(),
         "cpus": os.cpu_count(),
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "experiment_keys": exp,
+        "kept_over_params": list(cfg.kept_over_params),
     }
     doc = {"summary": summary, "checks": checks, "meta": meta}
     tmp = out / "summary.json.tmp"

@@ -533,6 +533,10 @@ def _overrides(args) -> list[str]:
 
 
 def _note_protocol(cfg: Config):
+    if cfg.kept_over_params:
+        print(f"note: the config's own values hold over the params file for "
+              f"{', '.join(cfg.kept_over_params)} (--set overrides both)",
+              file=sys.stderr)
     end = cfg.run.duration_ms
     late = sum(t >= end for _, ts in cfg.protocol.pulses for t in ts)
     late += sum(t >= end for t in cfg.protocol.post)
@@ -798,7 +802,8 @@ def _parser() -> argparse.ArgumentParser:
         if seed:
             q.add_argument("--seed", type=int, help="same as --set run.seed=N")
             q.add_argument("--params", metavar="FIT_JSON",
-                           help="apply the parameters of a fit result")
+                           help="use the parameters of a fit result in place of "
+                           "the defaults (values the config sets itself hold)")
             q.add_argument("--overwrite", action="store_true",
                            help="replace an existing OUT_DIR/results.h5")
 
@@ -863,7 +868,8 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--set", action="append", metavar="TABLE.KEY=VALUE",
                    help="override a config value, e.g. experiment.n_pulses=300")
     q.add_argument("--params", metavar="FIT.json",
-                   help="parameter values from `ltpnet fit` (fit.json)")
+                   help="parameter values from `ltpnet fit` (fit.json) in place of "
+                   "the defaults; the experiment's own values hold")
     q.add_argument("--fused", action="store_true",
                    help="run on the fused engine (same model, about twice as fast)")
     q.set_defaults(func=cmd_experiment)

@@ -17,9 +17,9 @@ A config has one table per part of the model and of the run::
 Every key is optional: defaults live in code (`ModelSpec()`, `Params()`,
 `Observe()`, `RunConfig()`, `OutputConfig()`). Times are in ms; every time key
 (`tau_*`, `t_ref`, `*_ms`, `dt`, protocol times, drug windows) also takes a string
-with a unit: `"500 ms"`, `"2 s"`, `"30 min"`, `"8 h"`. `input.rate` is a number
-[Hz] or an inline table per pathway (`{ S1 = 2, bg = 0.5 }`; pathways left out
-get the default).
+with a unit: `"500 ms"`, `"2 s"`, `"30 min"`, `"8 h"`. `input.rate`, `input.u_rel`
+and `input.tau_rec` take one value or an inline table per pathway (`{ S1 = 2, bg =
+0.5 }`; pathways left out get the default).
 
 Everything is checked before any work, and each problem raises one `ConfigError`
 naming the table, the key, the value and what is allowed. The file is read with
@@ -94,6 +94,9 @@ class Config:
         run, output: Run length, seeds, chunking, output directory.
         protocol_entries: `((kind, {key: value}), ...)` the protocol as written,
             with defaults filled in (what `to_toml` writes back).
+        kept_over_params: `"group.key"` of each value that the config file sets
+            itself and that a params file would otherwise have set (see
+            `apply_params_file`); not part of the config's content.
     """
 
     spec: ModelSpec
@@ -103,6 +106,7 @@ class Config:
     run: RunConfig
     output: OutputConfig
     protocol_entries: tuple[tuple[str, dict], ...] = ()
+    kept_over_params: tuple[str, ...] = ()
 
     def to_toml(self) -> str:
         """The fully resolved config as TOML: every key, defaults included.
@@ -170,9 +174,14 @@ def _param_keys(group: str) -> dict[str, str]:
         n = f.name
         timed = (n.startswith("tau_") or n == "t_ref" or n.endswith("_ms")
                  or (group == "pharmacology" and n.endswith(("_on", "_off"))))
-        out[n] = ("rate" if (group, n) == ("input", "rate")
-                  else "time" if timed else "float")
+        kind = "time" if timed else "float"
+        out[n] = ("pathway " + kind if (group, n) in PER_PATHWAY else kind)
     return out
+
+
+# keys that take one value for all pathways or an inline table per pathway
+PER_PATHWAY = {("input", "rate"): "Hz", ("input", "u_rel"): "",
+               ("input", "tau_rec"): "time"}
 
 
 def table_keys(table: str) -> dict[str, str]:
@@ -343,7 +352,8 @@ def _resolve_params(ctx: _Ctx, raw: dict, spec: ModelSpec) -> Params:
         _check_keys(ctx, g, t, keys)
         kw = {}
         for k, v in t.items():
-            kw[k] = (_rate(ctx, v, spec) if keys[k] == "rate"
+            per_pathway = keys[k].startswith("pathway ")
+            kw[k] = (_per_pathway(ctx, g, k, v, spec) if per_pathway
                      else _value(ctx, g, k, v, keys[k]))
         groups[g] = cls(**kw)
     params = Params(**groups)
@@ -368,31 +378,42 @@ def _resolve_params(ctx: _Ctx, raw: dict, spec: ModelSpec) -> Params:
     return params
 
 
-def _rate(ctx: _Ctx, v, spec: ModelSpec):
-    """`input.rate`: a number, `{pathway = Hz}` or one value per pathway."""
+def _per_pathway(ctx: _Ctx, group: str, key: str, v, spec: ModelSpec):
+    """A key of `PER_PATHWAY`: one value, `{pathway = value}` or one value per pathway.
+
+    Pathways left out of a table get the class default."""
     names = spec.pathway_names
-    allowed = (f"a number [Hz] or an inline table of pathway = Hz for pathways "
+    unit = PER_PATHWAY[(group, key)]
+    kind = "time" if unit == "time" else "float"
+    one = "a time" if kind == "time" else "a number" + (f" [{unit}]" if unit else "")
+    allowed = (f"{one} or an inline table of pathway = value for pathways "
                f"{list(names)}")
+    where = f"{group}.{key}"
     if isinstance(v, dict):
-        default = GROUPS["input"]().rate
+        default = getattr(GROUPS[group](), key)
         for name in v:
             if name not in names:
                 near = difflib.get_close_matches(name, names, n=1)
                 hint = f"did you mean {near[0]!r}? " if near else ""
-                ctx.fail("input.rate", f"[input] rate has no pathway {name!r}; {hint}"
+                ctx.fail(where, f"[{group}] {key} has no pathway {name!r}; {hint}"
                          f"the pathways are {list(names)}")
         vals = [v.get(name, default) for name in names]
     elif isinstance(v, list):
         if len(v) != len(names):
-            ctx.fail("input.rate", f"[input] rate must be {allowed}, got an array of "
+            ctx.fail(where, f"[{group}] {key} must be {allowed}, got an array of "
                      f"{len(v)} values for {len(names)} pathways")
         vals = v
     else:
-        return _value(ctx, "input", "rate", v, "float")
+        return _value(ctx, group, key, v, kind)
+    out = []
     for x in vals:
-        if isinstance(x, bool) or not isinstance(x, int | float):
-            ctx.fail("input.rate", f"[input] rate must be {allowed}, got rate={v!r}")
-    return np.array(vals, dtype=float)
+        if kind == "time" and isinstance(x, str):
+            out.append(_value(ctx, group, key, x, "time"))
+        elif isinstance(x, bool) or not isinstance(x, int | float):
+            ctx.fail(where, f"[{group}] {key} must be {allowed}, got {key}={v!r}")
+        else:
+            out.append(x)
+    return np.array(out, dtype=float)
 
 
 def _resolve_record(ctx: _Ctx, t: dict, spec: ModelSpec) -> Observe:
@@ -587,16 +608,28 @@ def _params_file_overrides(path: str | Path) -> dict[str, object]:
 
 
 def apply_params_file(raw: dict, params_file: str | Path | None,
-                      origins: dict[str, str]) -> None:
-    """Set the values of a fit result (`fit.json`) in the raw config `raw`, and
-    record where they came from in `origins` (None: nothing to apply)."""
+                      origins: dict[str, str]) -> tuple[str, ...]:
+    """Let the values of a fit result (`fit.json`) stand in for the defaults of the
+    raw config `raw`, and record where they came from in `origins`.
+
+    A params file replaces ltpnet's defaults, not the config: a value the config sets
+    itself holds (an experiment's preparation, such as a Mg2+-free bath or a held
+    switch), and `--set` overrides both. Returns the `"group.key"` of the values kept
+    that way (None: nothing to apply, nothing kept).
+    """
     if params_file is None:
-        return
+        return ()
+    kept = []
     for key, v in _params_file_overrides(params_file).items():
         group, name = key.split(".", 1)
         _table(_Ctx(), raw, group)
-        raw.setdefault(group, {})[name] = v
+        table = raw.setdefault(group, {})
+        if name in table:
+            kept.append(key)
+            continue
+        table[name] = v
         origins[key] = f"params file {str(params_file)!r}"
+    return tuple(kept)
 
 
 # --------------------------------------------------------------------------- load
@@ -610,9 +643,9 @@ def loads_config(text: str, overrides: Sequence[str] = (),
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{source}: invalid TOML: {e}") from None
     origins: dict[str, str] = {}
-    apply_params_file(raw, params_file, origins)
+    kept = apply_params_file(raw, params_file, origins)
     apply_overrides(raw, overrides, origins)
-    return _resolve(raw, _Ctx(origins))
+    return dataclasses.replace(_resolve(raw, _Ctx(origins)), kept_over_params=kept)
 
 
 def load_config(path: str | Path, overrides: Sequence[str] = (),
@@ -624,7 +657,8 @@ def load_config(path: str | Path, overrides: Sequence[str] = (),
         overrides: `table.key=value` strings (`--set`), applied after the file and
             the params file, before validation.
         params_file: A fit result JSON `{"params": {"plasticity.theta_p": 1.3, ...}}`
-            whose entries override the file.
+            whose entries replace the defaults: they set what the file does not
+            (`Config.kept_over_params` names the rest).
 
     Returns:
         The resolved `Config`.
@@ -684,7 +718,7 @@ def _dump(cfg: Config) -> str:
         items = []
         for f in dataclasses.fields(grp):
             v = np.asarray(getattr(grp, f.name))
-            if (g, f.name) == ("input", "rate") and v.ndim == 1:
+            if (g, f.name) in PER_PATHWAY and v.ndim == 1:
                 items.append((f.name, dict(zip(spec.pathway_names, v.tolist(),
                                                strict=True))))
             elif v.ndim == 0:

@@ -534,7 +534,7 @@ def run_impl(
         if spec.depression:
             def release_step(r, w):
                 return synapse.release(r, synapse.unpack_bits(w, spec.n_pre),
-                                       p.input.u_rel, co.eRec)[::-1]
+                                       co.uRel, co.eRec)[::-1]
 
             pool, rel = jax.lax.scan(release_step, st.pre.pool, words)
             rel = _in_memory(rel, idx[0])

@@ -44,7 +44,8 @@ class Coeffs:
     dt: jnp.ndarray
     p_in: jnp.ndarray  # (n_pre,) spike probability per step
     eN: jnp.ndarray
-    eRec: jnp.ndarray  # recovery of the releasable pool (ModelSpec.depression)
+    uRel: jnp.ndarray  # (n_pre,) share of the pool a spike uses (ModelSpec.depression)
+    eRec: jnp.ndarray  # (n_pre,) recovery of the releasable pool
     eA: jnp.ndarray
     eG: jnp.ndarray
     eCa: jnp.ndarray
@@ -67,7 +68,11 @@ def discretise(spec: ModelSpec, params: Params, conn: Connectivity) -> Coeffs:
     p = jax_tree_cast(params, fdt)
     dt = jnp.asarray(spec.dt, fdt)
     dt_s = dt * spec.slow_every
-    rate = jnp.broadcast_to(p.input.rate, (spec.n_pathways,))
+    pathway = jnp.asarray(conn.pre_pathway)
+
+    def per_input(x):  # a scalar or one value per pathway -> one per input
+        return jnp.broadcast_to(x, (spec.n_pathways,))[pathway]
+
     n = p.neuron
     ph = p.pharmacology
     windows = {
@@ -77,9 +82,10 @@ def discretise(spec: ModelSpec, params: Params, conn: Connectivity) -> Coeffs:
     }
     return Coeffs(
         p=p, dt=dt,
-        p_in=(rate * dt / MS_PER_S)[jnp.asarray(conn.pre_pathway)],
+        p_in=per_input(p.input.rate * dt / MS_PER_S),
         eN=jnp.exp(-dt / p.input.tau_N),
-        eRec=jnp.exp(-dt / p.input.tau_rec),
+        uRel=per_input(p.input.u_rel),
+        eRec=per_input(jnp.exp(-dt / p.input.tau_rec)),
         eA=jnp.exp(-dt / n.tau_A),
         eG=jnp.exp(-dt / n.tau_GABA),
         eCa=jnp.exp(-dt / p.calcium.tau_Ca),
@@ -166,7 +172,7 @@ def step(spec: ModelSpec, co: Coeffs, conn: Connectivity, state: State,
     # 2. release (1 per spike, or the pool's with short-term depression), NMDA trace
     pool = pre.pool
     if spec.depression:
-        rel, pool = synapse.release(pre.pool, x, p.input.u_rel, co.eRec)
+        rel, pool = synapse.release(pre.pool, x, co.uRel, co.eRec)
     else:
         rel = x.astype(pre.s.dtype)
     s = pre.s * co.eN + rel

@@ -16,8 +16,8 @@ marked new):
   1. x_j = raster_j | pulse of j's pathway; x = 0 under TTX.
   2. s_j <- s_j exp(-dt/tau_N) + x_j; with short-term depression (spec.depression)
      the spike releases rel_j = x_j R_j instead of x_j (R_j: the input's releasable
-     pool, 1 at rest), and R_j <- 1 - (1 - R_j + u_rel rel_j) exp(-dt/tau_rec); the
-     AMPA input (3.) takes rel_j too.
+     pool, 1 at rest), and R_j <- 1 - (1 - R_j + u_rel rel_j) exp(-dt/tau_rec), with
+     u_rel and tau_rec of j's pathway; the AMPA input (3.) takes rel_j too.
   3. w_ik = a_i (w_min + q_ik (w_max - w_min)), q = clip(rho, 0, 1), or with phases
      q = clip(z + rho - rho_ref, 0, 1);  g_i <- g_i exp(-dt/tau_A) + sum_k w_ik x_pre(i,k).
   4. refrac <- max(refrac - 1, 0); free neurons (refrac = 0) integrate
@@ -187,9 +187,13 @@ def reference_step(
         x[:] = False
     xf = x.astype(np.float64)
     if getattr(spec, "depression", False):  # release of the pool, then its recovery
+        # u_rel and tau_rec: one value, or one per pathway
+        n_path = len(spec.pathways)
+        u = np.broadcast_to(np.asarray(inp.u_rel, np.float64), (n_path,))[pre_pathway]
+        tau_rec = np.broadcast_to(np.asarray(inp.tau_rec, np.float64),
+                                  (n_path,))[pre_pathway]
         xf = xf * st["pool"]
-        new["pool"] = 1.0 - (1.0 - st["pool"] + float(inp.u_rel) * xf) * math.exp(
-            -dt / float(inp.tau_rec))
+        new["pool"] = 1.0 - (1.0 - st["pool"] + u * xf) * np.exp(-dt / tau_rec)
 
     # 2. NMDA gating trace
     new["s"] = st["s"] * math.exp(-dt / float(inp.tau_N)) + xf

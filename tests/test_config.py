@@ -212,6 +212,34 @@ def test_release_depression_keys_are_checked():
     assert cfg.spec.depression and cfg.params.input.tau_rec == 2000.0
 
 
+def test_release_parameters_per_pathway():
+    """u_rel and tau_rec take a table per pathway, as rate does (an uncaged input
+    releases nothing); pathways left out get the default; a config written back
+    keeps the table."""
+    head = "[spec]\ndepression = true\n[input]\n"
+    cfg = loads_config(head + 'u_rel = { S1 = 0.2 }\n'
+                       'tau_rec = { S1 = "2 s", bg = 300 }\n')
+    names = cfg.spec.pathway_names
+    u = dict(zip(names, np.asarray(cfg.params.input.u_rel).tolist(), strict=True))
+    tau = dict(zip(names, np.asarray(cfg.params.input.tau_rec).tolist(), strict=True))
+    assert u == {n: 0.2 if n == "S1" else 0.0 for n in names}
+    assert tau == {n: 2000.0 if n == "S1" else 300.0 if n == "bg" else 500.0
+                   for n in names}
+    back = loads_config(cfg.to_toml()).params.input
+    assert back.u_rel.tolist() == list(u.values()) and back.tau_rec.tolist() == list(
+        tau.values())
+    for bad, message in [
+        ("u_rel = { S9 = 0.2 }", r"\[input\] u_rel has no pathway 'S9'"),
+        ("u_rel = { S1 = 1.2 }", r"\[input\] u_rel is the share .* got u_rel=\[1.2"),
+        ('tau_rec = { S1 = "2 parsecs" }',
+         r"\[input\] tau_rec: unknown unit 'parsecs'"),
+        ("u_rel = [0.1]", r"\[input\] u_rel must be a number or an inline table of "
+                          r"pathway = value .* got an array of 1 values"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            loads_config(head + bad + "\n")
+
+
 def test_spec_rules_are_prefixed_with_the_table():
     with pytest.raises(ConfigError, match=r"^\[spec\] k must be at most n_pre=1000"):
         loads_config("[spec]\nk = 5000\n")
@@ -391,16 +419,23 @@ def test_parse_value():
 
 # --------------------------------------------------------------------- params file
 
-def test_params_file_applies_and_set_wins(tmp_path):
+def test_params_file_replaces_the_defaults_and_set_wins(tmp_path):
+    """A fit result sets what the config leaves to the defaults; the config's own
+    values hold (and are named), and --set overrides both."""
     p = write(tmp_path, "[plasticity]\ntheta_p = 1.3\n")
     fit = tmp_path / "fit.json"
     fit.write_text(json.dumps({"params": {"plasticity.theta_p": 1.7,
                                           "calcium.tau_Ca": 25.0}, "loss": 0.1}))
     cfg = load_config(p, params_file=fit)
-    assert cfg.params.plasticity.theta_p == 1.7
+    assert cfg.params.plasticity.theta_p == 1.3
     assert cfg.params.calcium.tau_Ca == 25.0
-    cfg = load_config(p, ["plasticity.theta_p=1.9"], params_file=fit)
-    assert cfg.params.plasticity.theta_p == 1.9
+    assert cfg.kept_over_params == ("plasticity.theta_p",)
+    assert load_config(p).kept_over_params == ()
+    cfg = load_config(p, ["plasticity.theta_p=1.9", "calcium.tau_Ca=30"],
+                      params_file=fit)
+    assert cfg.params.plasticity.theta_p == 1.9 and cfg.params.calcium.tau_Ca == 30.0
+    assert load_config(write(tmp_path, "", "empty.toml"),
+                       params_file=fit).params.plasticity.theta_p == 1.7
 
 
 def test_params_file_errors(tmp_path):

@@ -583,16 +583,20 @@ def test_fused_flag_sets_the_engine():
 
 
 def test_cli_fused_runs_and_says_so(tmp_path):
-    """`ltpnet experiment input_specificity --quick --fused`: the checks pass, and
-    summary.json and the report name the engine and the flag."""
+    """`ltpnet experiment input_specificity --quick --fused --params FIT`: the checks
+    pass, and summary.json and the report name the engine, the flag and the params
+    file (here one that repeats a default)."""
     from ltpnet.cli import main
 
+    fit = tmp_path / "fit.json"
+    fit.write_text(json.dumps({"params": {"plasticity.theta_p": 4.61}}))
     assert main(["experiment", "input_specificity", "--quick", "--fused",
-                 "-o", str(tmp_path)]) == 0
+                 "--params", str(fit), "-o", str(tmp_path)]) == 0
     doc = json.loads((tmp_path / "input_specificity" / "summary.json").read_text())
     assert doc["meta"]["engine"] == "fused"
     assert doc["meta"]["command"] == ("ltpnet experiment input_specificity --quick "
-                                      "--fused")
+                                      f"--fused --params {fit}")
+    assert doc["meta"]["kept_over_params"] == []
     assert all(c["passed"] for c in doc["checks"])
     report = (tmp_path / "report.md").read_text()
     assert "cpu cores, fused engine (quick version" in report
@@ -610,6 +614,21 @@ def test_voltage_clamp_one_voltage_equals_its_member_of_a_sweep(tmp_path):
     one = change([-40.0])
     assert one[-40.0] < 0  # LTD at -40 mV
     assert change([-70.0, -40.0])[-40.0] == one[-40.0]
+
+
+def test_params_file_keeps_the_preparation(tmp_path):
+    """A slice fit applied to spine_structure replaces the defaults, not the
+    experiment's preparation: the Mg2+-free bath stays; the fitted values apply."""
+    fit = tmp_path / "fit.json"
+    fit.write_text(json.dumps({"params": {"calcium.Mg": 1.0, "plasticity.theta_p": 4.9,
+                                          "plasticity.gamma_d": 6.0}}))
+    cfg = ex.load("spine_structure", quick=True, params_file=fit)[0]
+    assert float(cfg.params.calcium.Mg) == 0.0
+    assert float(cfg.params.plasticity.theta_p) == 4.9
+    assert cfg.kept_over_params == ("calcium.Mg",)
+    cfg = ex.load("scaling", quick=True, params_file=fit)[0]  # its switch stays held
+    assert float(cfg.params.plasticity.gamma_d) == 0.0
+    assert cfg.kept_over_params == ("plasticity.gamma_d",)
 
 
 def test_params_file_values_say_where_they_come_from(tmp_path):

@@ -91,7 +91,10 @@ VARIANTS = {
         7,
     ),
     "t286a": ({"phases": True, "t286a": True, "homeostasis": False}, {}, 16),
-    "depression": ({"depression": True}, {"input": dict(u_rel=0.3, tau_rec=20.0)}, 4),
+    # release per pathway: S1, S2 and bg each their own (bg none, as uncaging)
+    "depression": ({"depression": True},
+                   {"input": dict(u_rel=np.array([0.3, 0.5, 0.0]),
+                                  tau_rec=np.array([20.0, 8.0, 20.0]))}, 4),
 }
 # float32 one-step parity of the remaining variants runs with the slow tests (each
 # distinct ModelSpec costs a compilation)
