@@ -577,7 +577,8 @@ def test_fit_json_loads_into_params_and_a_network_config(small_fit):
     (["fit.steps"], "must look like table.key=value"),
     (["model.switch=fp"], "[model] switch must be one of ['gb', 'fokker_planck'], "
                           "got switch='fp'"),
-    (["model.switch_grid=2"], "[model] switch_grid must be an integer >= 4"),
+    (["model.switch_grid=2"], "[model] switch_grid must be a multiple of 4"),
+    (["model.switch_grid=10"], "got switch_grid=10"),
 ])
 def test_bad_configs_exit_2_and_write_nothing(small_fit, tmp_path, capsys, overrides,
                                               message):

@@ -182,7 +182,8 @@ class ModelOptions:
             threshold, the cubic left out); ``"fokker_planck"``, the switch's
             probability density over the protocol's duration with the cubic, the drift
             and the noise averaged over it (`transition_probabilities_fp`).
-        switch_grid: Grid cells per unit of rho (``"fokker_planck"``).
+        switch_grid: Grid cells per unit of rho (``"fokker_planck"``; a multiple of
+            4, so that rho = 0 and 1 are nodes of the grid over [-0.75, 1.75]).
     """
 
     model: str = "linear"
@@ -509,6 +510,9 @@ def transition_probabilities_fp(v, t_d, t_p, duration, grid: int = 24, cubic=Tru
     The gaps between the trains of a multi-train protocol are left out: T is the
     trains' summed duration. Elementwise over conditions (vmapped).
     """
+    if not (isinstance(grid, int) and grid >= 4 and grid % 4 == 0):
+        raise ValueError(f"grid must be a multiple of 4 (cells per unit rho), got "
+                         f"grid={grid!r}")
     rs, tau = v["plasticity.rho_star"], v["plasticity.tau_rho"]
     gp, gd = v["plasticity.gamma_p"], v["plasticity.gamma_d"]
     f = jnp.result_type(t_d, float)

@@ -116,9 +116,11 @@ def model_options(model: str, conditions, **kw) -> ModelOptions:
     if opts.switch not in SWITCHES:
         raise FitConfigError(f"[model] switch must be one of {list(SWITCHES)}, "
                              f"got switch={opts.switch!r}")
-    if not (isinstance(opts.switch_grid, int) and opts.switch_grid >= 4):
-        raise FitConfigError(f"[model] switch_grid must be an integer >= 4 (cells per "
-                             f"unit rho), got switch_grid={opts.switch_grid!r}")
+    if not (isinstance(opts.switch_grid, int) and opts.switch_grid >= 4
+            and opts.switch_grid % 4 == 0):
+        raise FitConfigError(f"[model] switch_grid must be a multiple of 4 (cells per "
+                             f"unit rho; rho = 0 and 1 are then grid nodes), got "
+                             f"switch_grid={opts.switch_grid!r}")
     for key in ("transient_periods", "release_rows"):
         if not (isinstance(getattr(opts, key), int) and getattr(opts, key) >= 1):
             raise FitConfigError(f"[model] {key} must be an integer >= 1, "
