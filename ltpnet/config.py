@@ -179,9 +179,10 @@ def _param_keys(group: str) -> dict[str, str]:
     return out
 
 
-# keys that take one value for all pathways or an inline table per pathway
+# keys that take one value for all pathways or an inline table per pathway, and the
+# unit a plain number of theirs is read in (for messages)
 PER_PATHWAY = {("input", "rate"): "Hz", ("input", "u_rel"): "",
-               ("input", "tau_rec"): "time"}
+               ("input", "tau_rec"): "ms"}
 
 
 def table_keys(table: str) -> dict[str, str]:
@@ -352,9 +353,9 @@ def _resolve_params(ctx: _Ctx, raw: dict, spec: ModelSpec) -> Params:
         _check_keys(ctx, g, t, keys)
         kw = {}
         for k, v in t.items():
-            per_pathway = keys[k].startswith("pathway ")
-            kw[k] = (_per_pathway(ctx, g, k, v, spec) if per_pathway
-                     else _value(ctx, g, k, v, keys[k]))
+            kind = keys[k].removeprefix("pathway ")
+            kw[k] = (_per_pathway(ctx, g, k, v, spec, kind) if kind != keys[k]
+                     else _value(ctx, g, k, v, kind))
         groups[g] = cls(**kw)
     params = Params(**groups)
     errs = param_errors(params)
@@ -365,7 +366,7 @@ def _resolve_params(ctx: _Ctx, raw: dict, spec: ModelSpec) -> Params:
         ctx.fail("input.u_rel", "[input] u_rel must be 0 unless spec.depression is "
                  "true (u_rel is the share of the releasable pool a spike uses; "
                  "[spec] depression = true turns short-term depression on), got "
-                 f"u_rel={params.input.u_rel!r}")
+                 f"u_rel={np.asarray(params.input.u_rel).tolist()!r}")
     ph = params.pharmacology
     for w in WINDOWS:  # a window set in the file must open before it closes
         if {f"{w}_on", f"{w}_off"} & set(given["pharmacology"]):
@@ -378,14 +379,14 @@ def _resolve_params(ctx: _Ctx, raw: dict, spec: ModelSpec) -> Params:
     return params
 
 
-def _per_pathway(ctx: _Ctx, group: str, key: str, v, spec: ModelSpec):
-    """A key of `PER_PATHWAY`: one value, `{pathway = value}` or one value per pathway.
+def _per_pathway(ctx: _Ctx, group: str, key: str, v, spec: ModelSpec, kind: str):
+    """A key of `PER_PATHWAY` of kind `kind` ("float" or "time"): one value,
+    `{pathway = value}` or one value per pathway.
 
     Pathways left out of a table get the class default."""
     names = spec.pathway_names
     unit = PER_PATHWAY[(group, key)]
-    kind = "time" if unit == "time" else "float"
-    one = "a time" if kind == "time" else "a number" + (f" [{unit}]" if unit else "")
+    one = ("a time" if kind == "time" else "a number") + (f" [{unit}]" if unit else "")
     allowed = (f"{one} or an inline table of pathway = value for pathways "
                f"{list(names)}")
     where = f"{group}.{key}"
