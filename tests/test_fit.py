@@ -805,3 +805,20 @@ def test_fokker_planck_gradients_are_finite_in_float32(t_d):
 
     g_v, g_t = jax.grad(total, argnums=(0, 1))(v, jnp.float32(t_d))
     assert all(bool(jnp.isfinite(x)) for x in g_v.values()) and bool(jnp.isfinite(g_t))
+
+
+@pytest.mark.parametrize("freq_hz", [0.01, 0.5, 10.0])
+@pytest.mark.parametrize("u_rel", [0.0, 0.2])
+def test_nmda_times_have_finite_gradients_for_long_periods(freq_hz, u_rel):
+    """Periods far longer than tau_A, tau_m or tau_rec underflow their decay factors
+    to 0 in float32; every parameter's gradient must stay finite there (powers of
+    those factors once gave NaN for tau_A, tau_m and tau_N at 0.5 Hz and below)."""
+    rows = [Condition(None, freq_hz, 900)]
+    v = {n: jnp.asarray(x, jnp.float32) for n, x in
+         {**preset("ltpnet"), "extra.W": 0.35, "input.u_rel": u_rel}.items()
+         if n in names_for("nmda")}
+    conds = batch_arrays(batch(rows), jnp.float32)
+    opts = model_options("nmda", rows, grid=64, window_ms=400.0)
+    g = jax.grad(lambda v: jnp.sum(times_above(v, conds, opts, 0.05)[0]))(v)
+    bad = sorted(k for k, x in g.items() if not bool(jnp.isfinite(x)))
+    assert not bad, bad

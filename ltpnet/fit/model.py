@@ -281,21 +281,31 @@ def release_train(v, P, k):
     ``(R_k, R_inf, lam)``; u = 0 is a synapse without depression (R = 1).
     """
     u = v["input.u_rel"]
-    e = jnp.exp(-P / v["input.tau_rec"])
-    lam = (1.0 - u) * e
+    log_lam = _log_lam(v, P)
+    lam = jnp.exp(log_lam)
     r_inf = jnp.where(u == 0, 1.0, -jnp.expm1(-P / v["input.tau_rec"]) / (1.0 - lam))
-    return r_inf + (1.0 - r_inf) * lam ** k, r_inf, lam
+    return r_inf + (1.0 - r_inf) * jnp.exp(k * log_lam), r_inf, lam
+
+
+def _log_lam(v, P):
+    """log lam of `release_train`. Its powers are taken as exp(k log lam): lam
+    underflows to 0 for periods much longer than tau_rec, and the gradient of 0**0 is
+    NaN. u_rel = 1 counts as 1 - 1e-7."""
+    u = jnp.minimum(v["input.u_rel"], 1.0 - 1e-7)
+    return jnp.log1p(-u) - P / v["input.tau_rec"]
 
 
 def _released_sum(v, P, tau, k):
     r"""$\sum_{j<k} R_j r^{k-1-j}$, r = exp(-P/tau): the weight of the k earlier spikes
     of a depressing train at the start of period k (`_spike_sum`'s `geo`)."""
     _, r_inf, lam = release_train(v, P, 0.0)
+    lam_k = jnp.exp(k * _log_lam(v, P))
     r = jnp.exp(-P / tau)
-    # sum_{i<k} r^i lam^(k-1-i) = (r^k - lam^k)/(r - lam), k r^(k-1) where r = lam
+    # sum_{i<k} r^i lam^(k-1-i) = (r^k - lam^k)/(r - lam), k r^(k-1) where r = lam;
+    # powers of r as exponentials (r underflows for P >> tau)
     near = jnp.abs(r - lam) < 1e-6
-    mixed = jnp.where(near, k * r ** jnp.maximum(k - 1.0, 0.0),
-                      (r ** k - lam ** k) / jnp.where(near, 1.0, r - lam))
+    mixed = jnp.where(near, k * jnp.exp(-jnp.maximum(k - 1.0, 0.0) * P / tau),
+                      (jnp.exp(-k * P / tau) - lam_k) / jnp.where(near, 1.0, r - lam))
     steady = r_inf * -jnp.expm1(-k * P / tau) / -jnp.expm1(-P / tau)
     return steady + (1.0 - r_inf) * mixed
 
