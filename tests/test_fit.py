@@ -579,6 +579,8 @@ def test_fit_json_loads_into_params_and_a_network_config(small_fit):
                           "got switch='fp'"),
     (["model.switch_grid=2"], "[model] switch_grid must be a multiple of 4"),
     (["model.switch_grid=10"], "got switch_grid=10"),
+    (["model.cells=[20, 1.5]"], "[model] cells must be [k, p]"),
+    (["model.cells=[20, 0.5]"], "[model] cells needs calcium = 'nmda'"),
 ])
 def test_bad_configs_exit_2_and_write_nothing(small_fit, tmp_path, capsys, overrides,
                                               message):
@@ -805,6 +807,101 @@ def test_fokker_planck_gradients_are_finite_in_float32(t_d):
 
     g_v, g_t = jax.grad(total, argnums=(0, 1))(v, jnp.float32(t_d))
     assert all(bool(jnp.isfinite(x)) for x in g_v.values()) and bool(jnp.isfinite(g_t))
+
+
+# -- a population of cells (`[model] cells`) ------------------------------------------
+
+def _pooled_reference(v, rows, opts, k, p):
+    """The pooled ratio with every cell type of Binomial(k, p) pathway synapses (u of
+    them UP) evaluated at its own summed weight; counts, weights and pooling in NumPy
+    float64, the single cell's times from the model (tested above)."""
+    from ltpnet.fit.model import (
+        transition_probabilities,
+        transition_probabilities_fp,
+    )
+
+    beta, b = float(v["extra.beta"]), float(v["extra.b"])
+    cells = [(n, u, math.comb(k, n) * p**n * (1 - p)**(k - n) * math.comb(n, u)
+              * (1 - beta)**u * beta**(n - u)) for n in range(1, k + 1)
+             for u in range(n + 1)]
+    x = np.array([(n - u + b * u) / (k * p * (beta + (1 - beta) * b))
+                  for n, u, _ in cells])
+    conds = batch_arrays(batch(rows))
+    opts = dataclasses.replace(opts, max_pairs=max(c.pairs_per_train for c in rows))
+    td, tp = jax.jit(jax.vmap(lambda s: times_above({**v, "extra.W": v["extra.W"] * s},
+                                                    conds, opts)))(jnp.asarray(x))
+    if opts.switch == "gb":
+        U, D = transition_probabilities(v, td, tp)
+    else:
+        T = np.array([c.pairs_per_train * c.n_trains * c.period_ms for c in rows])
+        U, D = transition_probabilities_fp(v, td, tp, jnp.asarray(T)[None, :],
+                                           opts.switch_grid)
+    U, D = np.asarray(U, np.float64), np.asarray(D, np.float64)
+    num = den = 0.0
+    for i, (n, u, w) in enumerate(cells):
+        num = num + w * ((n - u) * (1 - U[i]) + u * D[i] + b * ((n - u) * U[i]
+                                                                 + u * (1 - D[i])))
+        den = den + w * (n - u + b * u)
+    return num / den
+
+
+def _db_rows():
+    return [Condition(None, f, 900) for f in (0.5, 1.0, 3.0, 10.0, 20.0, 50.0)]
+
+
+@pytest.mark.parametrize("switch", ["gb", "fokker_planck"])
+@pytest.mark.parametrize("k, p", [(20, 0.5), (100, 0.1)])
+def test_population_of_cells_matches_every_cell_type(x64, switch, k, p):
+    """Interpolating the times between CELL_NODES cells stays within 0.01 of the ratio
+    with every cell type evaluated at its own weight; the pooled ratio differs from the
+    mean cell's (cells with more UP synapses of the pathway depress more and weigh
+    more), by more than 0.02 at 0.5 Hz."""
+    rows = _db_rows()
+    opts = model_options("nmda", rows, switch=switch, grid=128, window_ms=400.0)
+    W = {"extra.W": 0.35}
+    v = {n: jnp.asarray(x) for n, x in {**preset("ltpnet"), **W}.items()
+         if n in names_for("nmda")}
+    got = predict_values("nmda", W, rows, dataclasses.replace(opts, cells=(k, p)))
+    ref = _pooled_reference(v, rows, opts, k, p)
+    np.testing.assert_allclose(got, ref, atol=0.01)
+    one = predict_values("nmda", W, rows, opts)
+    assert one[0] - got[0] > 0.02
+
+
+def test_population_of_cells_is_one_cell_where_the_weight_does_not_matter(x64):
+    """A clamped membrane has no EPSP, so every cell type moves its switches alike and
+    the pooled ratio is the single cell's, exactly; the gradients are finite."""
+    from ltpnet.fit.model import predict
+
+    rows = [Condition(None, 1.0, 100, clamp_mv=c) for c in (-60.0, -45.0, -25.0)]
+    opts = model_options("nmda", rows, grid=64, window_ms=400.0)
+    one = predict_values("nmda", {"extra.W": 0.35}, rows, opts)
+    pop = predict_values("nmda", {"extra.W": 0.35}, rows,
+                         dataclasses.replace(opts, cells=(20, 0.5)))
+    assert np.all(np.abs(one - 1.0) > 0.01)
+    np.testing.assert_allclose(pop, one, rtol=1e-10)
+    v = {n: jnp.asarray(x, jnp.float32)
+         for n, x in {**preset("ltpnet"), "extra.W": 0.35}.items()
+         if n in names_for("nmda")}
+    rows = _db_rows()
+    conds = batch_arrays(batch(rows), jnp.float32)
+    opts = dataclasses.replace(model_options("nmda", rows, grid=64, window_ms=400.0),
+                               cells=(20, 0.5))
+    g = jax.grad(lambda v: jnp.sum(predict(v, conds, opts, 0.05)))(v)
+    assert all(bool(jnp.isfinite(x)) for x in g.values())
+
+
+@pytest.mark.parametrize("cells, model, message", [
+    ([0, 0.5], "nmda", "[model] cells must be [k, p]"),
+    ([20, 1.5], "nmda", "got cells=[20, 1.5]"),
+    ("many", "nmda", "got cells='many'"),
+    ([20, 0.5], "linear", "[model] cells needs calcium = 'nmda'"),
+])
+def test_bad_cells_are_rejected(cells, model, message):
+    rows = _db_rows()
+    with pytest.raises(FitConfigError) as e:
+        model_options(model, rows, cells=cells)
+    assert message in str(e.value)
 
 
 @pytest.mark.parametrize("freq_hz", [0.01, 0.5, 10.0])

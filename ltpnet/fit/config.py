@@ -4,7 +4,7 @@ A configuration has these tables (docs/fitting.md shows a full example)::
 
     [model]      calcium = "linear" | "nmda"; preset; grid, window_ms,
                  transient_periods, release_rows; switch = "gb" | "fokker_planck",
-                 switch_grid
+                 switch_grid; cells = [k, p]
     [data]       files = ["bi_poo_1998.csv", ...]   (relative to the config, or shipped)
     [fixed]      "group.key" = value                (optional; overrides the preset)
     [free]       "group.key" = { init = x, bounds = [lo, hi], scale = "log" | "linear" }
@@ -39,7 +39,7 @@ from .transform import FitConfigError
 
 TABLES = {
     "model": {"calcium", "preset", "grid", "window_ms", "transient_periods",
-              "release_rows", "switch", "switch_grid"},
+              "release_rows", "switch", "switch_grid", "cells"},
     "data": {"files"},
     "fixed": None,  # any parameter name
     "free": None,
@@ -158,8 +158,9 @@ def load_config(path: str | os.PathLike, overrides: list[str] | None = None
                       ("switch_grid", int), ("window_ms", float)):
         if key in m:
             options[key] = _typed("model", key, m[key], kind, minimum=1)
-    if "switch" in m:
-        options["switch"] = m["switch"]  # checked with the other options, by fit()
+    for key in ("switch", "cells"):  # checked with the other options, by fit()
+        if key in m:
+            options[key] = m[key]
     files = raw.get("data", {}).get("files")
     if (not isinstance(files, list) or not files
             or not all(isinstance(x, str) for x in files)):

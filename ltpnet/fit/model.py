@@ -28,10 +28,12 @@ ratio after/before with the analytic transition probabilities of Graupner & Brun
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import jax
 import jax.numpy as jnp
 import jax.scipy.special as jsp
+import numpy as np
 
 from .. import surrogate
 from ..dynamics.neuron import mg_block
@@ -184,6 +186,13 @@ class ModelOptions:
             and the noise averaged over it (`transition_probabilities_fp`).
         switch_grid: Grid cells per unit of rho (``"fokker_planck"``; a multiple of
             4, so that rho = 0 and 1 are nodes of the grid over [-0.75, 1.75]).
+        cells: ``None``: one cell whose stimulated pathway has the summed weight
+            ``extra.W``. ``(k, p)``: a population of cells, as a network's
+            connectivity draws them (``"nmda"``): each cell has
+            n ~ Binomial(k, p) synapses of the pathway, each UP with probability
+            1 - beta, and a summed weight in proportion to n - u + b u (u of them
+            UP), ``extra.W`` for the mean cell. The ratio is that of the weight
+            summed over all cells, as a field EPSP pools it (`pooled_ratio`).
     """
 
     model: str = "linear"
@@ -194,6 +203,7 @@ class ModelOptions:
     release_rows: int = 1
     switch: str = "gb"
     switch_grid: int = 24
+    cells: tuple[int, float] | None = None
 
 
 # ---------------------------------------------------------------------------
@@ -584,6 +594,86 @@ def population_ratio(v, U, D):
     return (down_after + up_after * b) / (beta + (1.0 - beta) * b)
 
 
+CELL_NODES = 12  # summed weights at which a population's cells are evaluated
+_CELL_MASS = 1e-9  # (n, u) cells lighter than this do not set the nodes' range
+
+
+def cell_table(k: int, p: float):
+    """Static part of a population of cells: `(n, u, log_weight)` over 0 <= u <= n <= k,
+    log_weight = log[Binomial(n; k, p) C(n, u)] (float64 NumPy). Counts n rarer than
+    `_CELL_MASS` are left out."""
+    lf = np.array([math.lgamma(i + 1.0) for i in range(k + 1)])  # log i!
+    m = np.arange(k + 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_pn = (lf[k] - lf[m] - lf[k - m] + np.where(m > 0, m * np.log(p), 0.0)
+                  + np.where(m < k, (k - m) * np.log1p(-p), 0.0))
+    n, u = (a.ravel() for a in np.meshgrid(m, m, indexing="ij"))
+    keep = (u <= n) & (log_pn[n] >= np.log(_CELL_MASS))
+    n, u = n[keep], u[keep]
+    return n, u, log_pn[n] + lf[n] - lf[u] - lf[n - u]
+
+
+def pooled_ratio(v, U, D, cells):
+    r"""Ratio after/before of the weight pooled over a population of cells.
+
+    `U`, `D` `(n_cells, ...)`: transition probabilities of each cell type of
+    `cell_table(*cells)` (the rest are conditions); a cell with n synapses of the
+    pathway, u of them UP, weighs P(n, u) and the ratio is
+    $\sum P(n, u)[(n - u)(1 - U) + uD + b((n - u)U + u(1 - D))]
+    / \sum P(n, u)(n - u + b u)$.
+    """
+    n, u, _, w = _cells(v, cells)
+    b = v["extra.b"]
+    shape = U.shape[1:]
+    U, D = U.reshape(len(n), -1), D.reshape(len(n), -1)
+    n, u, w = n[:, None], u[:, None], w[:, None]
+    after = (n - u) * (1 - U) + u * D + b * ((n - u) * U + u * (1 - D))
+    return (jnp.sum(w * after, 0) / jnp.sum(w * (n - u + b * u), 0)).reshape(shape)
+
+
+def cell_times(v, t_d, t_p, cells):
+    """Times above threshold `(n_cells, ...)` of every cell type, interpolated linearly
+    in the relative summed weight between those `(CELL_NODES, ...)` at `cell_nodes`."""
+    _, _, x, _ = _cells(v, cells)
+    nodes = cell_nodes(v, cells)
+    shape = t_d.shape[1:]
+
+    def interp(t):
+        return jax.vmap(lambda tc: jnp.interp(x, nodes, tc), in_axes=1, out_axes=1)(
+            t.reshape(CELL_NODES, -1)).reshape((len(x), *shape))
+
+    return interp(t_d), interp(t_p)
+
+
+def _cells(v, cells):
+    """(n, u, x, weight) of every cell type: counts, relative summed weight, P(n, u)."""
+    k, p = cells
+    n, u, logw = cell_table(k, p)
+    beta, b = v["extra.beta"], v["extra.b"]
+    f = jnp.result_type(beta, float)
+    n, u = jnp.asarray(n, f), jnp.asarray(u, f)
+    logw = jnp.asarray(logw, f) + jsp.xlogy(u, 1.0 - beta) + jsp.xlogy(n - u, beta)
+    w = jnp.exp(logw)
+    x = (n - u + b * u) / (k * p * (beta + (1.0 - beta) * b))
+    return n, u, x, w
+
+
+def cell_nodes(v, cells):
+    """`(CELL_NODES,)` relative summed weights at which cells are evaluated: those of
+    the cell types at evenly spaced quantiles of the pooled weight, from the lightest
+    to the heaviest cell type that carries at least `_CELL_MASS` of the population."""
+    n, u, x, w = _cells(v, cells)
+    pool = jnp.where((w >= _CELL_MASS) & (n > 0), w * (n - u + v["extra.b"] * u), 0.0)
+    order = jnp.argsort(jnp.where(pool > 0, x, jnp.inf))
+    xs, cum = x[order], jnp.cumsum(pool[order])
+    cum = cum / cum[-1]
+    live = jnp.sum(pool > 0)
+    levels = jnp.linspace(0.0, 1.0, CELL_NODES)
+    i = jnp.clip(jnp.searchsorted(cum, levels), 0, live - 1)
+    i = i.at[0].set(0).at[-1].set(live - 1)
+    return jax.lax.stop_gradient(xs[i])
+
+
 def batch_arrays(b: Batch, dtype=None) -> dict:
     """The per-condition arrays of a Batch, as JAX arrays of the default float dtype."""
     f = dtype or jnp.result_type(float)
@@ -610,11 +700,19 @@ def predict(v: dict, conds: dict, opts: ModelOptions, temperature=0.0):
         opts: Static model options.
         temperature: Surrogate temperature; 0 (a Python number) is the hard threshold.
     """
-    t_d, t_p = times_above(v, conds, opts, temperature)
+    if opts.cells is None:
+        t_d, t_p = times_above(v, conds, opts, temperature)
+    else:  # (n_cells, n_conditions): one row per cell type of the population
+        nodes = cell_nodes(v, opts.cells)
+        t_d, t_p = jax.vmap(lambda x: times_above({**v, "extra.W": v["extra.W"] * x},
+                                                  conds, opts, temperature))(nodes)
+        t_d, t_p = cell_times(v, t_d, t_p, opts.cells)
     if opts.switch == "fokker_planck":
         duration = (conds["n_pairs"].astype(t_d.dtype) * conds["period_ms"]
                     * conds["n_trains"])
         U, D = transition_probabilities_fp(v, t_d, t_p, duration, opts.switch_grid)
     else:
         U, D = transition_probabilities(v, t_d, t_p)
-    return population_ratio(v, U, D)
+    if opts.cells is None:
+        return population_ratio(v, U, D)
+    return pooled_ratio(v, U, D, opts.cells)

@@ -121,6 +121,21 @@ def model_options(model: str, conditions, **kw) -> ModelOptions:
         raise FitConfigError(f"[model] switch_grid must be a multiple of 4 (cells per "
                              f"unit rho; rho = 0 and 1 are then grid nodes), got "
                              f"switch_grid={opts.switch_grid!r}")
+    if opts.cells is not None:
+        cells = opts.cells
+        ok = (isinstance(cells, list | tuple) and len(cells) == 2
+              and isinstance(cells[0], int) and not isinstance(cells[0], bool)
+              and cells[0] >= 1 and isinstance(cells[1], int | float)
+              and not isinstance(cells[1], bool) and 0 < cells[1] <= 1)
+        if not ok:
+            raise FitConfigError(f"[model] cells must be [k, p]: each cell has "
+                                 f"Binomial(k, p) synapses of the pathway, k an "
+                                 f"integer >= 1 and 0 < p <= 1, got cells={cells!r}")
+        if model != "nmda":
+            raise FitConfigError(f"[model] cells needs calcium = 'nmda' (the summed "
+                                 f"weight extra.W of the pathway), got calcium="
+                                 f"{model!r}")
+        opts = dataclasses.replace(opts, cells=(int(cells[0]), float(cells[1])))
     for key in ("transient_periods", "release_rows"):
         if not (isinstance(getattr(opts, key), int) and getattr(opts, key) >= 1):
             raise FitConfigError(f"[model] {key} must be an integer >= 1, "
@@ -205,7 +220,7 @@ def fit(conditions, *, model: str = "linear", free: dict, fixed: dict | None = N
         temperature: (start, end) of the geometric annealing of the surrogate
             temperature (log-calcium units, see `ltpnet.surrogate`).
         options: ModelOptions fields (grid, window_ms, transient_periods,
-            release_rows, switch, switch_grid).
+            release_rows, switch, switch_grid, cells).
         restart_spread: Standard deviation of the random starting points around the
             initial values, as a fraction of each parameter's (log-)scaled range.
         init_points: One dict of starting values per restart (free parameter name ->
