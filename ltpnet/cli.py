@@ -532,11 +532,15 @@ def _overrides(args) -> list[str]:
     return out
 
 
-def _note_protocol(cfg: Config):
-    if cfg.kept_over_params:
+def _note_kept(kept) -> None:
+    """Name the values a config sets itself, which a params file does not replace."""
+    if kept:
         print(f"note: the config's own values hold over the params file for "
-              f"{', '.join(cfg.kept_over_params)} (--set overrides both)",
-              file=sys.stderr)
+              f"{', '.join(kept)} (--set overrides both)", file=sys.stderr)
+
+
+def _note_protocol(cfg: Config):
+    _note_kept(cfg.kept_over_params)
     end = cfg.run.duration_ms
     late = sum(t >= end for _, ts in cfg.protocol.pulses for t in ts)
     late += sum(t >= end for t in cfg.protocol.post)
@@ -615,6 +619,7 @@ def cmd_sweep(args) -> int:
             seeds.append(cfg.run.seed + t)
             trial = [f"trial {t}"] if args.trials > 1 else []
             members.append(", ".join(sets + trial))
+    _note_kept(list(dict.fromkeys(k for c in cfgs for k in c.kept_over_params)))
     tables = {k.split(".")[0] for k, _ in grid}
     if tables & {"output"}:
         raise ConfigError("[output] keys cannot be swept; a sweep writes one "

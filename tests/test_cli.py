@@ -6,6 +6,7 @@ and chunking, so the compiled chunk is shared by the tests of this module.
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -295,6 +296,25 @@ def test_sweep_equals_separate_runs(tiny, tmp_path, capsys):
         singles.append(single["S1"])
     # the grid value matters in this run, so the comparison above means something
     assert not np.allclose(singles[0], singles[1], rtol=1e-3)
+
+
+def test_run_and_sweep_name_the_values_kept_over_a_params_file(tiny, tmp_path,
+                                                                capsys):
+    """A params file stands in for the defaults; what the config sets itself holds,
+    and both commands say which keys, once, before the run."""
+    fit = tmp_path / "fit.json"
+    fit.write_text(json.dumps({"params": {"plasticity.tau_rho": 3000.0,
+                                          "plasticity.theta_p": 1.5}}))
+    note = ("note: the config's own values hold over the params file for "
+            "plasticity.tau_rho (--set overrides both)")
+    assert main(["run", str(tiny), "--params", str(fit), "-o",
+                 str(tmp_path / "run")]) == 0
+    assert capsys.readouterr().err.count(note) == 1
+    assert main(["sweep", str(tiny), "--params", str(fit), "--grid",
+                 "plasticity.gamma_d=100,200", "-o", str(tmp_path / "sweep")]) == 0
+    assert capsys.readouterr().err.count(note) == 1
+    assert main(["run", str(tiny), "-o", str(tmp_path / "plain")]) == 0
+    assert "hold over the params file" not in capsys.readouterr().err
 
 
 def test_sweep_of_a_spec_key_runs_members_one_by_one(tiny, tmp_path, capsys):
