@@ -588,14 +588,21 @@ def transition_probabilities_fp(v, t_d, t_p, duration, grid: int = 24, cubic=Tru
 
 def population_ratio(v, U, D):
     """Ratio after/before of a population with a fraction beta DOWN and w1/w0 = b."""
-    beta, b = v["extra.beta"], v["extra.b"]
-    down_after = beta * (1.0 - U) + (1.0 - beta) * D
-    up_after = beta * U + (1.0 - beta) * (1.0 - D)
-    return (down_after + up_after * b) / (beta + (1.0 - beta) * b)
+    U, D = jnp.asarray(U)[None], jnp.asarray(D)[None]  # one group of synapses
+    beta = jnp.reshape(v["extra.beta"], (1,) * U.ndim)
+    return _pooled(beta, 1.0 - beta, U, D, v["extra.b"])
 
 
-CELL_NODES = 12  # summed weights at which a population's cells are evaluated
-_CELL_MASS = 1e-9  # (n, u) cells lighter than this do not set the nodes' range
+def _pooled(down, up, U, D, b):
+    """Ratio after/before of the weight summed over groups (leading axis) of `down`
+    DOWN and `up` UP synapses whose switches end UP with probability `U` and DOWN with
+    probability `D`; an UP synapse weighs b times a DOWN one."""
+    after = down * (1.0 - U) + up * D + b * (down * U + up * (1.0 - D))
+    return jnp.sum(after, 0) / jnp.sum(down + b * up, 0)
+
+
+CELL_NODES = 12  # cell types whose times above threshold are computed
+_CELL_MASS = 1e-9  # counts n rarer than this are left out
 
 
 def cell_table(k: int, p: float):
@@ -613,65 +620,51 @@ def cell_table(k: int, p: float):
     return n, u, log_pn[n] + lf[n] - lf[u] - lf[n - u]
 
 
-def pooled_ratio(v, U, D, cells):
-    r"""Ratio after/before of the weight pooled over a population of cells.
-
-    `U`, `D` `(n_cells, ...)`: transition probabilities of each cell type of
-    `cell_table(*cells)` (the rest are conditions); a cell with n synapses of the
-    pathway, u of them UP, weighs P(n, u) and the ratio is
-    $\sum P(n, u)[(n - u)(1 - U) + uD + b((n - u)U + u(1 - D))]
-    / \sum P(n, u)(n - u + b u)$.
-    """
-    n, u, _, w = _cells(v, cells)
-    b = v["extra.b"]
-    shape = U.shape[1:]
-    U, D = U.reshape(len(n), -1), D.reshape(len(n), -1)
-    n, u, w = n[:, None], u[:, None], w[:, None]
-    after = (n - u) * (1 - U) + u * D + b * ((n - u) * U + u * (1 - D))
-    return (jnp.sum(w * after, 0) / jnp.sum(w * (n - u + b * u), 0)).reshape(shape)
-
-
-def cell_times(v, t_d, t_p, cells):
-    """Times above threshold `(n_cells, ...)` of every cell type, interpolated linearly
-    in the relative summed weight between those `(CELL_NODES, ...)` at `cell_nodes`."""
-    _, _, x, _ = _cells(v, cells)
-    nodes = cell_nodes(v, cells)
-    shape = t_d.shape[1:]
-
-    def interp(t):
-        return jax.vmap(lambda tc: jnp.interp(x, nodes, tc), in_axes=1, out_axes=1)(
-            t.reshape(CELL_NODES, -1)).reshape((len(x), *shape))
-
-    return interp(t_d), interp(t_p)
-
-
-def _cells(v, cells):
-    """(n, u, x, weight) of every cell type: counts, relative summed weight, P(n, u)."""
+def cell_population(v, cells):
+    """Every cell type `(n_cells,)` of a population `cells = (k, p)`: its DOWN and UP
+    synapses of the pathway weighted by P(n, u) (`down`, `up`), its summed weight
+    relative to the mean cell's (`x`), and `nodes` `(CELL_NODES,)`, the x of the cell
+    types at evenly spaced quantiles of the pooled weight, from the lightest to the
+    heaviest (with any synapse of the pathway)."""
     k, p = cells
     n, u, logw = cell_table(k, p)
     beta, b = v["extra.beta"], v["extra.b"]
     f = jnp.result_type(beta, float)
     n, u = jnp.asarray(n, f), jnp.asarray(u, f)
-    logw = jnp.asarray(logw, f) + jsp.xlogy(u, 1.0 - beta) + jsp.xlogy(n - u, beta)
-    w = jnp.exp(logw)
+    w = jnp.exp(jnp.asarray(logw, f) + jsp.xlogy(u, 1.0 - beta)
+                + jsp.xlogy(n - u, beta))
     x = (n - u + b * u) / (k * p * (beta + (1.0 - beta) * b))
-    return n, u, x, w
-
-
-def cell_nodes(v, cells):
-    """`(CELL_NODES,)` relative summed weights at which cells are evaluated: those of
-    the cell types at evenly spaced quantiles of the pooled weight, from the lightest
-    to the heaviest cell type that carries at least `_CELL_MASS` of the population."""
-    n, u, x, w = _cells(v, cells)
-    pool = jnp.where((w >= _CELL_MASS) & (n > 0), w * (n - u + v["extra.b"] * u), 0.0)
+    pool = jnp.where((w >= _CELL_MASS) & (n > 0), w * (n - u + b * u), 0.0)
     order = jnp.argsort(jnp.where(pool > 0, x, jnp.inf))
-    xs, cum = x[order], jnp.cumsum(pool[order])
-    cum = cum / cum[-1]
+    cum = jnp.cumsum(pool[order])
     live = jnp.sum(pool > 0)
-    levels = jnp.linspace(0.0, 1.0, CELL_NODES)
-    i = jnp.clip(jnp.searchsorted(cum, levels), 0, live - 1)
+    i = jnp.clip(jnp.searchsorted(cum / cum[-1], jnp.linspace(0.0, 1.0, CELL_NODES)),
+                 0, live - 1)
     i = i.at[0].set(0).at[-1].set(live - 1)
-    return jax.lax.stop_gradient(xs[i])
+    return {"down": w * (n - u), "up": w * u, "x": x,
+            "nodes": jax.lax.stop_gradient(x[order][i])}
+
+
+def pooled_ratio(v, t_d, t_p, pop, U_D):
+    r"""Ratio after/before of the weight pooled over a population of cells.
+
+    `t_d`, `t_p` `(CELL_NODES, ...)`: times above threshold of cells whose pathway sums
+    to ``extra.W`` times `pop["nodes"]` (the rest are conditions). Each cell type's
+    times are interpolated linearly in its relative weight `pop["x"]`, `U_D(t_d, t_p)`
+    turns them into its transition probabilities, and the ratio is
+    $\sum P(n, u)[(n - u)(1 - U) + uD + b((n - u)U + u(1 - D))]
+    / \sum P(n, u)(n - u + b u)$ over cell types with n synapses of the pathway, u of
+    them UP.
+    """
+    shape = t_d.shape[1:]
+
+    def interp(t):
+        return jax.vmap(lambda tc: jnp.interp(pop["x"], pop["nodes"], tc), in_axes=1,
+                        out_axes=1)(t.reshape(CELL_NODES, -1))
+
+    U, D = U_D(interp(t_d), interp(t_p))
+    down, up = pop["down"][:, None], pop["up"][:, None]
+    return _pooled(down, up, U, D, v["extra.b"]).reshape(shape)
 
 
 def batch_arrays(b: Batch, dtype=None) -> dict:
@@ -700,19 +693,18 @@ def predict(v: dict, conds: dict, opts: ModelOptions, temperature=0.0):
         opts: Static model options.
         temperature: Surrogate temperature; 0 (a Python number) is the hard threshold.
     """
-    if opts.cells is None:
-        t_d, t_p = times_above(v, conds, opts, temperature)
-    else:  # (n_cells, n_conditions): one row per cell type of the population
-        nodes = cell_nodes(v, opts.cells)
-        t_d, t_p = jax.vmap(lambda x: times_above({**v, "extra.W": v["extra.W"] * x},
-                                                  conds, opts, temperature))(nodes)
-        t_d, t_p = cell_times(v, t_d, t_p, opts.cells)
     if opts.switch == "fokker_planck":
-        duration = (conds["n_pairs"].astype(t_d.dtype) * conds["period_ms"]
-                    * conds["n_trains"])
-        U, D = transition_probabilities_fp(v, t_d, t_p, duration, opts.switch_grid)
+        duration = (conds["n_pairs"] * conds["period_ms"] * conds["n_trains"])
+
+        def U_D(t_d, t_p):
+            return transition_probabilities_fp(v, t_d, t_p, duration.astype(t_d.dtype),
+                                               opts.switch_grid)
     else:
-        U, D = transition_probabilities(v, t_d, t_p)
+        def U_D(t_d, t_p):
+            return transition_probabilities(v, t_d, t_p)
     if opts.cells is None:
-        return population_ratio(v, U, D)
-    return pooled_ratio(v, U, D, opts.cells)
+        return population_ratio(v, *U_D(*times_above(v, conds, opts, temperature)))
+    pop = cell_population(v, opts.cells)
+    t_d, t_p = jax.vmap(lambda x: times_above({**v, "extra.W": v["extra.W"] * x},
+                                              conds, opts, temperature))(pop["nodes"])
+    return pooled_ratio(v, t_d, t_p, pop, U_D)
